@@ -6,3 +6,7 @@
 //! clocks and no global randomness. Time comes in as an argument, randomness
 //! is seeded by the caller, and decisions come out as values. The daemon and
 //! the simulator drive the very same code.
+
+pub mod ids;
+
+pub use ids::{InvalidName, NodeName, SiteName, Zone};
