@@ -7,6 +7,15 @@
 //! is seeded by the caller, and decisions come out as values. The daemon and
 //! the simulator drive the very same code.
 
+pub mod election;
+pub mod hash;
 pub mod ids;
+pub mod placement;
 
+pub use election::{
+    CopyState, Epoch, Head, Holder, MasterDecision, Quorum, Role, has_quorum, master,
+    should_step_down,
+};
+pub use hash::{Rank, rendezvous_score};
 pub use ids::{InvalidName, NodeName, SiteName, Zone};
+pub use placement::placement;
