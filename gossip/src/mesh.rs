@@ -1,0 +1,428 @@
+//! The QUIC mesh: one endpoint per node, bound to its mesh address, used to
+//! dial and to accept, so a peer's connection comes from the very address it
+//! gossips (chitchat replies to the address a message came from).
+//!
+//! Each gossip message rides its own unidirectional stream (messages reach
+//! tens of KB, more than a datagram holds). Sends never wait for the network:
+//! a message goes into a small per-peer queue that a task drains, dialing
+//! when needed; when the queue is full the message is dropped, as UDP would.
+//!
+//! Invariant: every connection in the pool completed mutual TLS with a
+//! certificate from the cluster CA, and the node name in that certificate is
+//! recorded against the connection's remote address ([`PeerNames`]).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tracing::{debug, warn};
+
+use crate::pki::{Identity, node_name_of};
+use crate::tls;
+
+/// Largest gossip message accepted on a stream. chitchat keeps messages
+/// under 64 KiB; anything larger is a broken or hostile peer.
+const MAX_MESSAGE: usize = 256 * 1024;
+/// Messages waiting for one peer before new ones are dropped.
+const PEER_QUEUE: usize = 32;
+/// Messages received but not yet taken by chitchat.
+const INBOUND_QUEUE: usize = 1024;
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
+const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// After a failed dial, messages to that peer are dropped for this long.
+const DIAL_BACKOFF: Duration = Duration::from_millis(500);
+
+/// The node name each authenticated peer address presented in its
+/// certificate. Shared by the mesh (which writes it) and the view (which
+/// believes a gossiped node only where its address and name agree).
+#[derive(Debug, Default)]
+pub struct PeerNames {
+    names: Mutex<HashMap<SocketAddr, String>>,
+}
+
+impl PeerNames {
+    fn record(&self, addr: SocketAddr, name: String) {
+        self.names
+            .lock()
+            .expect("peer name lock is never poisoned: no code panics while holding it")
+            .insert(addr, name);
+    }
+
+    /// The certificate name seen at `addr`, if a connection with it completed.
+    pub fn get(&self, addr: &SocketAddr) -> Option<String> {
+        self.names
+            .lock()
+            .expect("peer name lock is never poisoned: no code panics while holding it")
+            .get(addr)
+            .cloned()
+    }
+}
+
+/// Bytes counted at the mesh, for the bandwidth figures in status.
+#[derive(Debug, Default)]
+pub struct Traffic {
+    pub gossip_messages_sent: AtomicU64,
+    pub gossip_bytes_sent: AtomicU64,
+    pub gossip_messages_received: AtomicU64,
+    pub gossip_bytes_received: AtomicU64,
+    /// UDP payload bytes of connections that have closed; live ones are
+    /// added when read.
+    closed_udp_tx: AtomicU64,
+    closed_udp_rx: AtomicU64,
+}
+
+/// Gossip messages received, with the address they came from.
+pub(crate) type Inbound = mpsc::Receiver<(SocketAddr, Bytes)>;
+
+pub(crate) struct Shared {
+    pub(crate) endpoint: quinn::Endpoint,
+    client: quinn::ClientConfig,
+    pub(crate) names: Arc<PeerNames>,
+    conns: Mutex<HashMap<SocketAddr, quinn::Connection>>,
+    probing: Mutex<std::collections::HashSet<SocketAddr>>,
+    pub(crate) traffic: Arc<Traffic>,
+    inbound: mpsc::Sender<(SocketAddr, Bytes)>,
+    tasks: Mutex<JoinSet<()>>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mesh")
+            .field("local", &self.endpoint.local_addr().ok())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why the mesh could not start. Nothing is left bound.
+#[derive(Debug, thiserror::Error)]
+pub enum MeshError {
+    #[error("cannot bind mesh address {addr}/udp: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("invalid TLS setup: {0}")]
+    Tls(String),
+}
+
+fn transport_config() -> quinn::TransportConfig {
+    let mut t = quinn::TransportConfig::default();
+    t.max_idle_timeout(Some(
+        IDLE_TIMEOUT
+            .try_into()
+            .expect("10 s fits in a QUIC idle timeout"),
+    ));
+    t.max_concurrent_uni_streams(256u32.into());
+    t
+}
+
+impl Shared {
+    /// Binds the endpoint and starts accepting. Returns the mesh and the
+    /// receiver of inbound gossip messages.
+    pub(crate) fn start(
+        id: &Identity,
+        addr: SocketAddr,
+    ) -> Result<(Arc<Shared>, Inbound), MeshError> {
+        let (server, client) = tls::configs(id).map_err(MeshError::Tls)?;
+        let server = quinn::crypto::rustls::QuicServerConfig::try_from(server)
+            .map_err(|e| MeshError::Tls(e.to_string()))?;
+        let client = quinn::crypto::rustls::QuicClientConfig::try_from(client)
+            .map_err(|e| MeshError::Tls(e.to_string()))?;
+        let transport = Arc::new(transport_config());
+        let mut server = quinn::ServerConfig::with_crypto(Arc::new(server));
+        server.transport_config(transport.clone());
+        let mut client = quinn::ClientConfig::new(Arc::new(client));
+        client.transport_config(transport);
+
+        let socket =
+            std::net::UdpSocket::bind(addr).map_err(|source| MeshError::Bind { addr, source })?;
+        let endpoint = quinn::Endpoint::new(
+            quinn::EndpointConfig::default(),
+            Some(server),
+            socket,
+            Arc::new(quinn::TokioRuntime),
+        )
+        .map_err(|source| MeshError::Bind { addr, source })?;
+        let (inbound, inbound_rx) = mpsc::channel(INBOUND_QUEUE);
+        let shared = Arc::new(Shared {
+            endpoint,
+            client,
+            names: Arc::default(),
+            conns: Mutex::default(),
+            probing: Mutex::default(),
+            traffic: Arc::default(),
+            inbound,
+            tasks: Mutex::new(JoinSet::new()),
+        });
+        let accept = shared.clone();
+        shared.spawn(async move { accept.accept_loop().await });
+        Ok((shared, inbound_rx))
+    }
+
+    fn spawn(&self, fut: impl std::future::Future<Output = ()> + Send + 'static) {
+        let mut tasks = self.tasks.lock().expect("task lock is never poisoned");
+        // Reap finished tasks so the set stays as small as what runs.
+        while tasks.try_join_next().is_some() {}
+        tasks.spawn(fut);
+    }
+
+    async fn accept_loop(self: Arc<Self>) {
+        while let Some(incoming) = self.endpoint.accept().await {
+            let me = self.clone();
+            self.spawn(async move {
+                let remote = incoming.remote_address();
+                let result = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
+                    incoming.accept().map_err(|e| e.to_string())?.await.map_err(|e| e.to_string())
+                })
+                .await;
+                match result {
+                    Ok(Ok(conn)) => {
+                        me.adopt(conn, "accepted");
+                    }
+                    Ok(Err(e)) => {
+                        warn!(peer = %remote, error = %e, "rejected mesh connection (handshake failed: no valid cluster certificate)");
+                    }
+                    Err(_) => warn!(peer = %remote, "rejected mesh connection (handshake timed out)"),
+                }
+            });
+        }
+    }
+
+    /// Records the peer's certificate name, pools the connection and reads
+    /// its gossip streams.
+    fn adopt(self: &Arc<Self>, conn: quinn::Connection, how: &str) -> Option<()> {
+        let remote = conn.remote_address();
+        let name = conn
+            .peer_identity()
+            .and_then(|any| {
+                any.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+                    .ok()
+            })
+            .and_then(|chain| chain.first().and_then(node_name_of));
+        let Some(name) = name else {
+            warn!(peer = %remote, "rejected mesh connection: certificate names no node");
+            conn.close(1u32.into(), b"certificate names no node");
+            return None;
+        };
+        debug!(peer = %remote, node = %name, how, "mesh connection up");
+        self.names.record(remote, name);
+        let old = self
+            .conns
+            .lock()
+            .expect("conn lock is never poisoned")
+            .insert(remote, conn.clone());
+        if let Some(old) = old
+            && old.stable_id() != conn.stable_id()
+        {
+            self.account_closed(&old);
+        }
+        let me = self.clone();
+        self.spawn(async move { me.read_streams(conn).await });
+        Some(())
+    }
+
+    fn account_closed(&self, conn: &quinn::Connection) {
+        let s = conn.stats();
+        self.traffic
+            .closed_udp_tx
+            .fetch_add(s.udp_tx.bytes, Ordering::Relaxed);
+        self.traffic
+            .closed_udp_rx
+            .fetch_add(s.udp_rx.bytes, Ordering::Relaxed);
+    }
+
+    async fn read_streams(self: Arc<Self>, conn: quinn::Connection) {
+        let remote = conn.remote_address();
+        loop {
+            let mut stream = match conn.accept_uni().await {
+                Ok(s) => s,
+                Err(e) => {
+                    debug!(peer = %remote, error = %e, "mesh connection closed");
+                    break;
+                }
+            };
+            match stream.read_to_end(MAX_MESSAGE).await {
+                Ok(bytes) => {
+                    self.traffic
+                        .gossip_messages_received
+                        .fetch_add(1, Ordering::Relaxed);
+                    self.traffic
+                        .gossip_bytes_received
+                        .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                    if self.inbound.try_send((remote, Bytes::from(bytes))).is_err() {
+                        debug!(peer = %remote, "gossip inbound queue full; message dropped");
+                    }
+                }
+                Err(e) => warn!(peer = %remote, error = %e, "bad gossip stream dropped"),
+            }
+        }
+        let mut conns = self.conns.lock().expect("conn lock is never poisoned");
+        if conns.get(&remote).map(|c| c.stable_id()) == Some(conn.stable_id()) {
+            conns.remove(&remote);
+        }
+        drop(conns);
+        self.account_closed(&conn);
+    }
+
+    /// A pooled connection to `addr`, dialing if there is none.
+    async fn connection(self: &Arc<Self>, addr: SocketAddr) -> Result<quinn::Connection, String> {
+        let pooled = self
+            .conns
+            .lock()
+            .expect("conn lock is never poisoned")
+            .get(&addr)
+            .cloned();
+        if let Some(conn) = pooled
+            && conn.close_reason().is_none()
+        {
+            return Ok(conn);
+        }
+        let connecting = self
+            .endpoint
+            .connect_with(self.client.clone(), addr, tls::DIAL_NAME)
+            .map_err(|e| e.to_string())?;
+        let conn = tokio::time::timeout(HANDSHAKE_TIMEOUT, connecting)
+            .await
+            .map_err(|_| "handshake timed out".to_owned())?
+            .map_err(|e| e.to_string())?;
+        self.adopt(conn.clone(), "dialed")
+            .ok_or_else(|| "peer certificate names no node".to_owned())?;
+        Ok(conn)
+    }
+
+    /// Dials `addr` in the background if no connection to it exists, so
+    /// its certificate name becomes known. At most one probe per address
+    /// runs at a time.
+    pub(crate) fn probe(self: &Arc<Self>, addr: SocketAddr) {
+        if self
+            .conns
+            .lock()
+            .expect("conn lock is never poisoned")
+            .contains_key(&addr)
+        {
+            return;
+        }
+        if !self
+            .probing
+            .lock()
+            .expect("probe lock is never poisoned")
+            .insert(addr)
+        {
+            return;
+        }
+        let me = self.clone();
+        self.spawn(async move {
+            if let Err(e) = me.connection(addr).await {
+                debug!(peer = %addr, error = %e, "probe failed");
+            }
+            me.probing
+                .lock()
+                .expect("probe lock is never poisoned")
+                .remove(&addr);
+        });
+    }
+
+    /// Sends one message on its own stream.
+    async fn deliver(self: &Arc<Self>, addr: SocketAddr, msg: &[u8]) -> Result<(), String> {
+        let conn = self.connection(addr).await?;
+        let mut stream = conn.open_uni().await.map_err(|e| e.to_string())?;
+        stream.write_all(msg).await.map_err(|e| e.to_string())?;
+        stream.finish().map_err(|e| e.to_string())?;
+        self.traffic
+            .gossip_messages_sent
+            .fetch_add(1, Ordering::Relaxed);
+        self.traffic
+            .gossip_bytes_sent
+            .fetch_add(msg.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// UDP payload bytes sent and received by the endpoint so far.
+    pub(crate) fn udp_bytes(&self) -> (u64, u64) {
+        let conns = self.conns.lock().expect("conn lock is never poisoned");
+        let (mut tx, mut rx) = (
+            self.traffic.closed_udp_tx.load(Ordering::Relaxed),
+            self.traffic.closed_udp_rx.load(Ordering::Relaxed),
+        );
+        for c in conns.values() {
+            let s = c.stats();
+            tx += s.udp_tx.bytes;
+            rx += s.udp_rx.bytes;
+        }
+        (tx, rx)
+    }
+
+    pub(crate) async fn shutdown(&self) {
+        self.endpoint.close(0u32.into(), b"node leaving");
+        let mut tasks = std::mem::take(&mut *self.tasks.lock().expect("task lock"));
+        tasks.abort_all();
+        while tasks.join_next().await.is_some() {}
+        // Give the close frames a moment to leave.
+        let _ = tokio::time::timeout(Duration::from_millis(200), self.endpoint.wait_idle()).await;
+    }
+}
+
+/// The sending half used by the chitchat socket: per-peer queues drained by
+/// per-peer tasks.
+#[derive(Debug)]
+pub(crate) struct Outbox {
+    shared: Arc<Shared>,
+    queues: HashMap<SocketAddr, mpsc::Sender<Bytes>>,
+}
+
+impl Outbox {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        Self {
+            shared,
+            queues: HashMap::new(),
+        }
+    }
+
+    pub(crate) fn send(&mut self, to: SocketAddr, msg: Bytes) {
+        let queue = self.queues.entry(to).or_insert_with(|| {
+            let (tx, rx) = mpsc::channel(PEER_QUEUE);
+            let shared = self.shared.clone();
+            self.shared.spawn(peer_sender(shared, to, rx));
+            tx
+        });
+        match queue.try_send(msg) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                debug!(peer = %to, "gossip queue full; message dropped");
+            }
+            Err(mpsc::error::TrySendError::Closed(msg)) => {
+                // The peer's task ended (idle); start a new one.
+                self.queues.remove(&to);
+                self.send(to, msg);
+            }
+        }
+    }
+}
+
+async fn peer_sender(shared: Arc<Shared>, to: SocketAddr, mut rx: mpsc::Receiver<Bytes>) {
+    let mut down_until: Option<tokio::time::Instant> = None;
+    // A task for a peer that stays silent for a minute ends; the next
+    // message starts a new one.
+    while let Ok(Some(msg)) = tokio::time::timeout(Duration::from_secs(60), rx.recv()).await {
+        if let Some(t) = down_until
+            && tokio::time::Instant::now() < t
+        {
+            continue;
+        }
+        match shared.deliver(to, &msg).await {
+            Ok(()) => down_until = None,
+            Err(e) => {
+                debug!(peer = %to, error = %e, "gossip send failed");
+                if !e.contains("timed out") && (e.contains("crypto") || e.contains("certificate")) {
+                    warn!(peer = %to, error = %e, "mesh peer rejected");
+                }
+                down_until = Some(tokio::time::Instant::now() + DIAL_BACKOFF);
+            }
+        }
+    }
+}

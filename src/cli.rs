@@ -1,0 +1,130 @@
+//! The command line: clap definitions and the exit codes they promise.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+pub const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  runtime failure (the message says what failed)
+  2  invalid usage or configuration (nothing was started)
+  3  certificate problem: missing, unreadable, not from the cluster CA,
+     naming another node, or refusing to overwrite (nothing was started)
+  4  cannot bind an address, or another node already uses the data dir
+     (nothing was left running)
+  5  no running node answers at the data dir's admin socket";
+
+/// ringhost: leaderless, gossip-based peer-to-peer web hosting on ZFS.
+///
+/// Every node is equal. Start nodes with `ringhost node`, seeding each with
+/// the mesh address of one or more others; they find each other by gossip
+/// over QUIC with mutual TLS.
+#[derive(Debug, Parser)]
+#[command(name = "ringhost", version, after_help = EXIT_CODES)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a node (the daemon) in the foreground until SIGTERM or SIGINT.
+    #[command(after_help = EXIT_CODES)]
+    Node(NodeArgs),
+    /// Check a config file without starting anything.
+    #[command(after_help = EXIT_CODES)]
+    CheckConfig {
+        /// The TOML file to check (see config.example.toml).
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Show the cluster as the local node sees it.
+    #[command(after_help = EXIT_CODES)]
+    Status {
+        #[command(flatten)]
+        target: DataDirArg,
+        /// Print the documented JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Manage the cluster's certificates.
+    #[command(subcommand)]
+    Tls(TlsCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct DataDirArg {
+    /// The data directory of the node to ask (its admin socket lives there).
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "RINGHOST_DATA_DIR",
+        default_value = "/var/lib/ringhost"
+    )]
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TlsCommand {
+    /// Create the cluster CA (ca.pem, and ca.key with mode 0600) in DIR.
+    #[command(after_help = EXIT_CODES)]
+    Init {
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// The cluster's name; nodes of other clusters are never heard.
+        #[arg(long, value_name = "NAME")]
+        cluster: String,
+        /// Replace an existing CA (every node certificate must be reissued).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Issue NAME.pem and NAME.key (mode 0600) for a node, signed by the CA in DIR.
+    #[command(after_help = EXIT_CODES)]
+    Issue {
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        #[arg(long, value_name = "NAME")]
+        node: String,
+        /// Replace an existing certificate and key for this node.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct NodeArgs {
+    /// A TOML config file; flags given here override its values.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The node's stable name: a-z, 0-9 and '-', as in its certificate.
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// Where the node keeps its state, admin socket and ready.json.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Directory with ca.pem, NAME.pem and NAME.key.
+    #[arg(long, value_name = "DIR")]
+    pub certs: Option<PathBuf>,
+    /// UDP address of the QUIC mesh, IP:PORT (port 0 picks a free one).
+    #[arg(long, value_name = "ADDR")]
+    pub mesh: Option<String>,
+    /// Mesh address of a node to join through; repeat for more.
+    #[arg(long = "seed", value_name = "ADDR")]
+    pub seeds: Vec<String>,
+    /// Failure domain that placement spreads copies over.
+    #[arg(long, value_name = "ZONE")]
+    pub zone: Option<String>,
+    /// Relative capacity of this node (default 100).
+    #[arg(long, value_name = "N")]
+    pub capacity: Option<u32>,
+    /// How often to gossip with up to three peers (default 200ms).
+    #[arg(long, value_name = "DURATION")]
+    pub gossip_interval: Option<String>,
+    /// Failure-detector threshold: higher is slower and surer (default 8).
+    #[arg(long, value_name = "PHI")]
+    pub phi_threshold: Option<f64>,
+    /// How long a dead node stays listed before it is forgotten (default 1h).
+    #[arg(long, value_name = "DURATION")]
+    pub dead_node_grace: Option<String>,
+}

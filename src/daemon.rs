@@ -1,0 +1,274 @@
+//! The node daemon: checks its settings, takes its data directory, joins
+//! the mesh, serves the admin API and leaves politely on SIGTERM/SIGINT.
+//!
+//! Start-up order is what keeps bad input from leaving anything behind:
+//! every check that can fail on input (config, certificates) runs before
+//! the data directory is locked or a port is bound, and each later step
+//! undoes the earlier ones when it fails.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use gossip::{Gossip, MeshConfig, ProxyAddrs};
+use serde::Serialize;
+use tracing::info;
+
+use crate::admin;
+use crate::cli::NodeArgs;
+use crate::config::{FileConfig, NodeSettings, Overrides};
+use crate::{EXIT_BIND, EXIT_CERT, EXIT_CONFIG, EXIT_RUNTIME, Fail, FailCode};
+
+/// What `DIR/ready.json` holds once the node serves: the addresses it
+/// actually bound (useful when it was given port 0).
+#[derive(Debug, Serialize)]
+pub struct Ready {
+    pub node: String,
+    pub cluster: String,
+    pub pid: u32,
+    pub generation: u64,
+    pub mesh: std::net::SocketAddr,
+    pub admin_socket: PathBuf,
+    pub http: Vec<std::net::SocketAddr>,
+    pub https: Vec<std::net::SocketAddr>,
+}
+
+pub fn check_config(path: &Path) -> Result<(), Fail> {
+    let file = FileConfig::load(path).code(EXIT_CONFIG)?;
+    let s = NodeSettings::resolve(file, Overrides::default()).code(EXIT_CONFIG)?;
+    gossip::pki::load_identity(&s.certs, &s.name).code(EXIT_CERT)?;
+    admin::say(&format!(
+        "{}: valid (node {}, mesh {}, {} seed(s))",
+        path.display(),
+        s.name,
+        s.mesh,
+        s.seeds.len()
+    ));
+    Ok(())
+}
+
+fn settings(args: NodeArgs) -> anyhow::Result<NodeSettings> {
+    let file = match &args.config {
+        Some(p) => FileConfig::load(p)?,
+        None => FileConfig::default(),
+    };
+    NodeSettings::resolve(
+        file,
+        Overrides {
+            name: args.name,
+            data_dir: args.data_dir,
+            certs: args.certs,
+            mesh: args.mesh,
+            seeds: args.seeds,
+            zone: args.zone,
+            capacity: args.capacity,
+            gossip_interval: args.gossip_interval,
+            phi_threshold: args.phi_threshold,
+            dead_node_grace: args.dead_node_grace,
+        },
+    )
+}
+
+pub fn run(args: NodeArgs) -> Result<(), Fail> {
+    let s = settings(args).code(EXIT_CONFIG)?;
+    let identity = gossip::pki::load_identity(&s.certs, &s.name).code(EXIT_CERT)?;
+    let dir = DataDir::take(&s.data_dir)?;
+    let generation = dir.next_generation().code(EXIT_RUNTIME)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+        .code(EXIT_RUNTIME)?;
+    rt.block_on(serve(s, identity, dir, generation))
+}
+
+async fn serve(
+    s: NodeSettings,
+    identity: gossip::Identity,
+    dir: DataDir,
+    generation: u64,
+) -> Result<(), Fail> {
+    let cluster = identity.cluster.clone();
+    let gossip = Gossip::start(MeshConfig {
+        identity,
+        generation,
+        listen: s.mesh,
+        seeds: s.seeds.clone(),
+        zone: s.zone.clone(),
+        capacity: s.capacity,
+        proxy: ProxyAddrs::default(),
+        settings: s.gossip.clone(),
+    })
+    .await
+    .map_err(|e| {
+        let code = match e {
+            gossip::StartError::Mesh(gossip::MeshError::Bind { .. }) => EXIT_BIND,
+            _ => EXIT_RUNTIME,
+        };
+        Fail {
+            code,
+            err: e.into(),
+        }
+    })?;
+    let mesh = gossip.local_addr();
+    let gossip = std::sync::Arc::new(gossip);
+    let admin = match admin::Server::start(&dir.admin_socket(), gossip.clone()) {
+        Ok(a) => a,
+        Err(e) => {
+            leave(gossip).await;
+            return Err(e).code(EXIT_BIND);
+        }
+    };
+    let ready = Ready {
+        node: s.name.to_string(),
+        cluster,
+        pid: std::process::id(),
+        generation,
+        mesh,
+        admin_socket: dir.admin_socket(),
+        http: Vec::new(),
+        https: Vec::new(),
+    };
+    if let Err(e) = dir.write_ready(&ready) {
+        admin.shutdown().await;
+        leave(gossip).await;
+        return Err(e).code(EXIT_RUNTIME);
+    }
+    info!(node = %s.name, generation, mesh = %mesh, "node ready");
+
+    let signal = wait_for_signal().await;
+    info!(signal, "leaving the cluster");
+    dir.remove_ready();
+    admin.shutdown().await;
+    leave(gossip).await;
+    info!("stopped");
+    Ok(())
+}
+
+async fn leave(gossip: std::sync::Arc<Gossip>) {
+    match std::sync::Arc::try_unwrap(gossip) {
+        Ok(g) => g.leave().await,
+        Err(_) => tracing::warn!("gossip still in use at shutdown; stopping without a leave"),
+    }
+}
+
+async fn wait_for_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without signal handlers the node could not stop cleanly; waiting
+        // forever would be worse than saying so.
+        tracing::error!("cannot install signal handlers");
+        return "none";
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
+}
+
+/// The node's data directory, held with an exclusive lock for the node's
+/// lifetime so that two nodes never share one.
+#[derive(Debug)]
+struct DataDir {
+    path: PathBuf,
+    _lock: fs::File,
+}
+
+impl DataDir {
+    fn take(path: &Path) -> Result<DataDir, Fail> {
+        if !path.exists() {
+            fs::create_dir_all(path)
+                .with_context(|| format!("cannot create data dir {}", path.display()))
+                .code(EXIT_RUNTIME)?;
+            fs::set_permissions(path, fs::Permissions::from_mode(0o700))
+                .with_context(|| format!("cannot set the mode of {}", path.display()))
+                .code(EXIT_RUNTIME)?;
+        }
+        let lock_path = path.join("node.lock");
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&lock_path)
+            .with_context(|| format!("cannot open {}", lock_path.display()))
+            .code(EXIT_RUNTIME)?;
+        lock.try_lock().map_err(|_| Fail {
+            code: EXIT_BIND,
+            err: anyhow::anyhow!(
+                "another ringhost node is running with data dir {}",
+                path.display()
+            ),
+        })?;
+        // Absolute, so ready.json names paths that work from anywhere.
+        let path = path
+            .canonicalize()
+            .with_context(|| format!("cannot resolve data dir {}", path.display()))
+            .code(EXIT_RUNTIME)?;
+        let dir = DataDir { path, _lock: lock };
+        // Leftovers of a node that was killed: nobody holds them now.
+        dir.remove_ready();
+        let _ = fs::remove_file(dir.admin_socket());
+        Ok(dir)
+    }
+
+    fn admin_socket(&self) -> PathBuf {
+        self.path.join("admin.sock")
+    }
+
+    fn ready_path(&self) -> PathBuf {
+        self.path.join("ready.json")
+    }
+
+    /// A generation larger than any this data dir has used: the start time
+    /// in milliseconds, or one more than the last if the clock went back.
+    fn next_generation(&self) -> anyhow::Result<u64> {
+        let path = self.path.join("generation");
+        let last: u64 = fs::read_to_string(&path)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0);
+        #[allow(clippy::disallowed_methods)] // a generation is a start time by design
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let generation = now.max(last + 1);
+        write_atomic(&path, generation.to_string().as_bytes())?;
+        Ok(generation)
+    }
+
+    fn write_ready(&self, ready: &Ready) -> anyhow::Result<()> {
+        let body = serde_json::to_vec_pretty(ready)?;
+        write_atomic(&self.ready_path(), &body)
+    }
+
+    fn remove_ready(&self) {
+        let _ = fs::remove_file(self.ready_path());
+    }
+}
+
+/// Writes a whole file under a temporary name, then renames it into place,
+/// so readers never see half of it.
+fn write_atomic(path: &Path, body: &[u8]) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut f = fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    f.write_all(body)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    f.sync_all()
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
