@@ -1,0 +1,206 @@
+//! Values shared by every store, and the pure rules both stores apply.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::path::{Component, Path};
+
+use model::SiteName;
+
+use crate::error::{Error, Result};
+
+/// ZFS's identity of a snapshot: unique across pools and machines (random
+/// 64 bits). Two snapshots with the same name on two sides of a split have
+/// different guids; a snapshot received elsewhere keeps its guid.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub struct Guid(pub u64);
+
+impl fmt::Display for Guid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Decimal, as `zfs get -Hp guid` prints it.
+        write!(f, "{}", self.0)
+    }
+}
+
+/// Prefix of the snapshots ringhost takes: `ringhost-<seq>`.
+pub const SNAPSHOT_PREFIX: &str = "ringhost-";
+
+/// The snapshot name for a sequence number.
+pub fn snapshot_name(seq: u64) -> String {
+    format!("{SNAPSHOT_PREFIX}{seq}")
+}
+
+/// One snapshot of a site's chain.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Snapshot {
+    /// The part after `@`, e.g. `ringhost-7`.
+    pub name: String,
+    pub guid: Guid,
+    /// Transaction group of creation: orders a chain (oldest first).
+    pub createtxg: u64,
+}
+
+impl Snapshot {
+    /// The sequence number if the name is `ringhost-<seq>`.
+    pub fn seq(&self) -> Option<u64> {
+        self.name.strip_prefix(SNAPSHOT_PREFIX)?.parse().ok()
+    }
+}
+
+/// A diverged copy kept aside (never destroyed by ringhost).
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Stash {
+    /// Name under the stash parent, `<site>-<guid of its newest snapshot>`.
+    pub name: String,
+    pub site: SiteName,
+    /// The snapshots only this stash holds, oldest first.
+    pub snapshots: Vec<Snapshot>,
+    /// The common snapshot the site continued from, when the stash was split
+    /// off with a common snapshot (the stash then is a clone of it).
+    pub origin: Option<Guid>,
+}
+
+/// Whether a site changed since its newest snapshot.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Changed {
+    Yes,
+    No,
+    /// The store cannot tell (zfs-fuse has no `written` property and its
+    /// size counters miss an in-place rewrite). The caller decides from its
+    /// own record of writes.
+    Unknown,
+}
+
+/// The newest snapshot of `ours` that `theirs` also holds, matched by guid
+/// (never by name). Both chains are oldest first.
+pub fn newest_common<'a>(ours: &'a [Snapshot], theirs: &[Snapshot]) -> Option<&'a Snapshot> {
+    let theirs: BTreeSet<Guid> = theirs.iter().map(|s| s.guid).collect();
+    ours.iter().rev().find(|s| theirs.contains(&s.guid))
+}
+
+/// What a stream says about itself: the snapshot it brings and the base it
+/// applies to (`None`: a full stream).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct StreamHeader {
+    pub from: Option<Guid>,
+    pub to: Guid,
+}
+
+/// The receive rule both stores apply before touching anything: a full
+/// stream only creates a new site; an incremental one applies only onto the
+/// receiver's newest snapshot. `chain` is `None` when the site does not
+/// exist.
+pub fn check_receive(site: &SiteName, chain: Option<&[Snapshot]>, h: StreamHeader) -> Result<()> {
+    match (chain, h.from) {
+        (None, None) => Ok(()),
+        (Some(_), None) => Err(Error::SiteExists { site: site.clone() }),
+        (None, Some(_)) => Err(Error::NoSuchSite { site: site.clone() }),
+        (Some(chain), Some(base)) => {
+            if chain.iter().any(|s| s.guid == h.to) {
+                return Err(Error::AlreadyReceived {
+                    site: site.clone(),
+                    guid: h.to,
+                });
+            }
+            let newest = chain.last().map(|s| s.guid);
+            if newest == Some(base) {
+                return Ok(());
+            }
+            if chain.iter().any(|s| s.guid == base) {
+                return Err(Error::Diverged {
+                    site: site.clone(),
+                    base,
+                    newest: newest.unwrap_or(Guid(0)),
+                    stderr: String::new(),
+                });
+            }
+            Err(Error::WrongBase {
+                site: site.clone(),
+                base,
+                newest: newest.map_or_else(|| "none".to_owned(), |g| g.to_string()),
+            })
+        }
+    }
+}
+
+/// Checks a relative path inside a site: not empty, not absolute, no `..`.
+pub(crate) fn check_rel_path(site: &SiteName, path: &Path) -> Result<()> {
+    let ok = !path.as_os_str().is_empty()
+        && path.components().all(|c| matches!(c, Component::Normal(_)));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidPath {
+            site: site.clone(),
+            path: path.display().to_string(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snap(n: u64, guid: u64) -> Snapshot {
+        Snapshot {
+            name: snapshot_name(n),
+            guid: Guid(guid),
+            createtxg: n,
+        }
+    }
+
+    fn site() -> SiteName {
+        "blog".parse().expect("valid literal")
+    }
+
+    #[test]
+    fn newest_common_matches_by_guid_not_name() {
+        let a = [snap(1, 11), snap(2, 22), snap(3, 33)];
+        let b = [snap(1, 11), snap(2, 22), snap(3, 99)];
+        assert_eq!(newest_common(&a, &b).map(|s| s.guid), Some(Guid(22)));
+        assert_eq!(newest_common(&a, &[]), None);
+        let c = [snap(7, 33)];
+        assert_eq!(newest_common(&a, &c).map(|s| s.guid), Some(Guid(33)));
+    }
+
+    #[test]
+    fn receive_rules() {
+        let chain = [snap(1, 11), snap(2, 22)];
+        let h = |from: Option<u64>, to| StreamHeader {
+            from: from.map(Guid),
+            to: Guid(to),
+        };
+        assert!(check_receive(&site(), None, h(None, 1)).is_ok());
+        assert!(check_receive(&site(), Some(&chain), h(Some(22), 33)).is_ok());
+        assert!(matches!(
+            check_receive(&site(), Some(&chain), h(None, 33)),
+            Err(Error::SiteExists { .. })
+        ));
+        assert!(matches!(
+            check_receive(&site(), Some(&chain), h(Some(11), 33)),
+            Err(Error::Diverged { .. })
+        ));
+        assert!(matches!(
+            check_receive(&site(), Some(&chain), h(Some(5), 33)),
+            Err(Error::WrongBase { .. })
+        ));
+        assert!(matches!(
+            check_receive(&site(), Some(&chain), h(Some(11), 22)),
+            Err(Error::AlreadyReceived { .. })
+        ));
+        assert!(matches!(
+            check_receive(&site(), None, h(Some(11), 22)),
+            Err(Error::NoSuchSite { .. })
+        ));
+    }
+
+    #[test]
+    fn seq_from_name() {
+        assert_eq!(snap(42, 1).seq(), Some(42));
+        let other = Snapshot {
+            name: "manual".into(),
+            guid: Guid(1),
+            createtxg: 1,
+        };
+        assert_eq!(other.seq(), None);
+    }
+}

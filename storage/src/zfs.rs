@@ -1,0 +1,1065 @@
+//! `ZfsStore`: the `SnapshotStore` on the real `zfs`/`zpool` CLI, and
+//! `EmbeddedPool`, a pool on a sparse file. This module is the only code in
+//! ringhost that spawns `zfs` or `zpool`.
+//!
+//! It uses the subset that both OpenZFS and zfs-fuse 0.7 understand, and
+//! detects the rest at open time ([`Features`]): zfs-fuse's `zfs list` has
+//! no `-p` (guids come out rounded, "8.41E"), so exact values then come from
+//! `zfs get -Hp`; it has no `written`, no bookmarks, no `recv -s`/`-u`/`-o`.
+//! `zfs send -p` is never used (it drags the master's mountpoint along) and
+//! `zfs recv -F` is never used (it destroys what only the receiver has).
+//!
+//! Layout under the root dataset (usually the pool itself):
+//! `<root>/sites` and `<root>/stash` are parents with `canmount=off`,
+//! `atime=off`, `readonly=on` and a mountpoint under `mount_root`; sites
+//! inherit all of these, so a received replica is read-only from the moment
+//! it exists, and a master is created with a local `readonly=off`.
+
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStderr, ChildStdout, Command, Output, Stdio};
+
+use model::SiteName;
+use tracing::debug;
+
+use crate::error::{Error, Result};
+use crate::parse::parse_zfs_stream_header;
+use crate::parse::{STREAM_HEADER_LEN, parse_get_output, parse_snapshot_list};
+use crate::store::{SendStream, SnapshotStore};
+use crate::types::{Changed, Guid, Snapshot, Stash, check_receive, check_rel_path, snapshot_name};
+
+/// Where the binaries are and which datasets and directories to use.
+#[derive(Clone, Debug)]
+pub struct ZfsConfig {
+    /// Path or name (looked up in `PATH`) of `zfs`.
+    pub zfs_bin: PathBuf,
+    /// Path or name of `zpool`.
+    pub zpool_bin: PathBuf,
+    /// The dataset under which `sites/` and `stash/` live (usually the pool).
+    pub root: String,
+    /// Directory under which sites are mounted (`<mount_root>/sites/<name>`).
+    pub mount_root: PathBuf,
+}
+
+impl ZfsConfig {
+    pub fn new(root: impl Into<String>, mount_root: impl Into<PathBuf>) -> Self {
+        Self {
+            zfs_bin: "zfs".into(),
+            zpool_bin: "zpool".into(),
+            root: root.into(),
+            mount_root: mount_root.into(),
+        }
+    }
+}
+
+/// What the installed ZFS offers beyond the common subset, probed at open.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Features {
+    /// `zfs list -p` (exact numbers in one listing call).
+    pub list_parsable: bool,
+    /// The `written` property (exact change detection).
+    pub written: bool,
+    /// Pool feature `bookmarks` enabled or active.
+    pub bookmarks: bool,
+    /// `zfs receive -s` (resumable receive).
+    pub resumable_receive: bool,
+    /// `zfs receive -o` (override properties on receive).
+    pub receive_props: bool,
+}
+
+/// Runs the binaries and logs each call with its duration.
+#[derive(Clone, Debug)]
+struct Cli {
+    zfs: PathBuf,
+    zpool: PathBuf,
+}
+
+fn command_line(bin: &Path, args: &[&str]) -> String {
+    let mut s = bin.display().to_string();
+    for a in args {
+        s.push(' ');
+        s.push_str(a);
+    }
+    s
+}
+
+fn spawn_error(bin: &Path, e: io::Error) -> Error {
+    if e.kind() == io::ErrorKind::NotFound || e.kind() == io::ErrorKind::PermissionDenied {
+        Error::BinaryNotFound {
+            path: bin.to_owned(),
+            source: e,
+        }
+    } else {
+        Error::Io {
+            context: format!("cannot start '{}'", bin.display()),
+            source: e,
+        }
+    }
+}
+
+fn stderr_of(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).trim().to_owned()
+}
+
+fn command_error(bin: &Path, args: &[&str], out: &Output) -> Error {
+    Error::Command {
+        command: command_line(bin, args),
+        status: out.status.to_string(),
+        stderr: stderr_of(out),
+    }
+}
+
+impl Cli {
+    /// Runs a command to completion; a failed exit is not an error here.
+    fn output(&self, bin: &Path, args: &[&str]) -> Result<Output> {
+        #[allow(clippy::disallowed_methods)] // for logging the call's duration only
+        let start = std::time::Instant::now();
+        let out = Command::new(bin)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| spawn_error(bin, e))?;
+        debug!(
+            command = %command_line(bin, args),
+            status = %out.status,
+            duration_ms = start.elapsed().as_secs_f64() * 1e3,
+            "ran"
+        );
+        Ok(out)
+    }
+
+    fn zfs_out(&self, args: &[&str]) -> Result<Output> {
+        self.output(&self.zfs, args)
+    }
+
+    /// Runs `zfs` and returns stdout, or the failure with its stderr.
+    fn zfs(&self, args: &[&str]) -> Result<String> {
+        let out = self.zfs_out(args)?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(command_error(&self.zfs, args, &out))
+        }
+    }
+
+    /// Runs `zfs` again (at once, a bounded number of times) while it says
+    /// "busy": zfs-fuse calls a dataset busy for a moment after an unmount.
+    fn zfs_unbusy(&self, args: &[&str]) -> Result<String> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.zfs(args) {
+                Err(Error::Command { ref stderr, .. })
+                    if stderr.contains("busy") && attempt < MOUNT_ATTEMPTS => {}
+                r => return r,
+            }
+        }
+    }
+
+    fn zpool(&self, args: &[&str]) -> Result<String> {
+        let out = self.output(&self.zpool, args)?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(command_error(&self.zpool, args, &out))
+        }
+    }
+
+    fn exists(&self, dataset: &str) -> Result<bool> {
+        let out = self.zfs_out(&["list", "-H", "-o", "name", dataset])?;
+        if out.status.success() {
+            Ok(true)
+        } else if stderr_of(&out).contains("does not exist") {
+            Ok(false)
+        } else {
+            Err(command_error(&self.zfs, &["list", dataset], &out))
+        }
+    }
+
+    fn get(&self, prop: &str, dataset: &str) -> Result<String> {
+        Ok(self
+            .zfs(&["get", "-H", "-p", "-o", "value", prop, dataset])?
+            .trim_end_matches('\n')
+            .to_owned())
+    }
+
+    fn get_u64(&self, prop: &str, dataset: &str) -> Result<u64> {
+        let v = self.get(prop, dataset)?;
+        v.parse().map_err(|_| Error::Parse {
+            line: v.clone(),
+            reason: format!("{prop} of {dataset} is not an integer"),
+        })
+    }
+
+    /// Mounted, by the `mounted` property rather than an exit code.
+    fn mounted(&self, dataset: &str) -> Result<bool> {
+        Ok(self.get("mounted", dataset)? == "yes")
+    }
+
+    /// Mounts a dataset. zfs-fuse refuses a mount right after an unmount
+    /// as busy once in a while and accepts the next attempt, so this
+    /// retries a few times at once (no waiting) and trusts only `mounted`.
+    fn mount(&self, dataset: &str) -> Result<()> {
+        let mut last = None;
+        for _ in 0..MOUNT_ATTEMPTS {
+            if self.mounted(dataset)? {
+                return Ok(());
+            }
+            last = Some(self.zfs_out(&["mount", dataset])?);
+        }
+        if self.mounted(dataset)? {
+            return Ok(());
+        }
+        Err(match last {
+            Some(out) => command_error(&self.zfs, &["mount", dataset], &out),
+            None => Error::Command {
+                command: format!("zfs mount {dataset}"),
+                status: "not run".into(),
+                stderr: String::new(),
+            },
+        })
+    }
+
+    fn unmount(&self, dataset: &str) -> Result<()> {
+        if self.mounted(dataset)? {
+            let out = self.zfs_out(&["unmount", dataset])?;
+            if self.mounted(dataset)? {
+                return Err(command_error(&self.zfs, &["unmount", dataset], &out));
+            }
+        }
+        Ok(())
+    }
+}
+
+const MOUNT_ATTEMPTS: usize = 10;
+
+/// The user property that records the intended read-only state. zfs-fuse
+/// reports `readonly` as `off temporary` for a mounted dataset whose
+/// `readonly=on` is in force (writes fail), so the intent is kept here too.
+const RO_PROP: &str = "ringhost:readonly";
+
+/// Whether the mount at `mountpoint` is a FUSE mount (zfs-fuse), whose
+/// kernel cache can keep serving old file contents after a receive.
+fn is_fuse_mount(mountpoint: &str) -> bool {
+    std::fs::read_to_string("/proc/self/mounts").is_ok_and(|m| {
+        m.lines().any(|l| {
+            let mut f = l.split(' ');
+            let (_, mp, fstype) = (f.next(), f.next(), f.next());
+            mp == Some(mountpoint) && fstype.is_some_and(|t| t.starts_with("fuse"))
+        })
+    })
+}
+
+/// Maps a failed `zfs` command's stderr to the specific variants.
+fn classify(err: Error, target: &str) -> Error {
+    match err {
+        Error::Command { ref stderr, .. }
+            if stderr.contains("out of space") || stderr.contains("No space left") =>
+        {
+            Error::OutOfSpace {
+                target: target.to_owned(),
+                stderr: stderr.clone(),
+            }
+        }
+        e => e,
+    }
+}
+
+fn io_error(site: &SiteName, path: &Path, context: &str, e: io::Error) -> Error {
+    match e.kind() {
+        io::ErrorKind::ReadOnlyFilesystem => Error::ReadOnly { site: site.clone() },
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => Error::OutOfSpace {
+            target: format!("{site}/{}", path.display()),
+            stderr: e.to_string(),
+        },
+        io::ErrorKind::NotFound => Error::NoSuchFile {
+            site: site.clone(),
+            path: path.display().to_string(),
+        },
+        _ => Error::Io {
+            context: format!("{context} '{}' in site '{site}'", path.display()),
+            source: e,
+        },
+    }
+}
+
+/// A pool on a sparse file: the embedded default, so a laptop needs no
+/// spare disk.
+#[derive(Debug)]
+pub struct EmbeddedPool {
+    pub name: String,
+    pub image: Option<PathBuf>,
+    cli: Cli,
+}
+
+impl EmbeddedPool {
+    /// Imports the pool if it is not imported and its image exists, or
+    /// creates the image (sparse, `size` bytes) and the pool (`-m none`).
+    pub fn create_or_import(
+        zpool_bin: impl Into<PathBuf>,
+        name: &str,
+        image: &Path,
+        size: u64,
+    ) -> Result<Self> {
+        let cli = Cli {
+            zfs: "zfs".into(),
+            zpool: zpool_bin.into(),
+        };
+        let image = std::path::absolute(image).map_err(|e| Error::Io {
+            context: format!("cannot resolve pool image path '{}'", image.display()),
+            source: e,
+        })?;
+        let pool = Self {
+            name: name.to_owned(),
+            image: Some(image.clone()),
+            cli,
+        };
+        if pool.imported()? {
+            return Ok(pool);
+        }
+        let img = image.display().to_string();
+        if image.exists() {
+            let dir = image
+                .parent()
+                .map_or_else(|| "/".to_owned(), |d| d.display().to_string());
+            pool.cli.zpool(&["import", "-d", &dir, name])?;
+        } else {
+            let file = std::fs::File::create_new(&image).map_err(|e| Error::Io {
+                context: format!("cannot create pool image '{img}'"),
+                source: e,
+            })?;
+            file.set_len(size).map_err(|e| Error::Io {
+                context: format!("cannot size pool image '{img}' to {size} bytes"),
+                source: e,
+            })?;
+            if let Err(e) = pool.cli.zpool(&["create", "-m", "none", name, &img]) {
+                // The image is ours and holds no pool: remove it.
+                let _ = std::fs::remove_file(&image);
+                return Err(e);
+            }
+        }
+        Ok(pool)
+    }
+
+    /// An existing, imported pool by name.
+    pub fn open(zpool_bin: impl Into<PathBuf>, name: &str) -> Result<Self> {
+        let pool = Self {
+            name: name.to_owned(),
+            image: None,
+            cli: Cli {
+                zfs: "zfs".into(),
+                zpool: zpool_bin.into(),
+            },
+        };
+        if !pool.imported()? {
+            return Err(Error::Command {
+                command: format!("zpool list {name}"),
+                status: "not imported".into(),
+                stderr: format!("no pool '{name}'"),
+            });
+        }
+        Ok(pool)
+    }
+
+    fn imported(&self) -> Result<bool> {
+        let out = self
+            .cli
+            .output(&self.cli.zpool, &["list", "-H", "-o", "name", &self.name])?;
+        Ok(out.status.success())
+    }
+
+    /// Exports the pool (it can be imported again from its image).
+    pub fn export(&self) -> Result<()> {
+        self.cli.zpool(&["export", &self.name]).map(drop)
+    }
+
+    /// Destroys the pool and removes its image file (explicit delete only).
+    pub fn destroy(self) -> Result<()> {
+        // zfs-fuse can call a just-unmounted pool busy; the next try works.
+        let mut result = Ok(String::new());
+        for _ in 0..MOUNT_ATTEMPTS {
+            result = self.cli.zpool(&["destroy", "-f", &self.name]);
+            if result.is_ok() || !self.imported()? {
+                break;
+            }
+        }
+        result?;
+        if let Some(image) = &self.image {
+            std::fs::remove_file(image).map_err(|e| Error::Io {
+                context: format!("pool destroyed; cannot remove image '{}'", image.display()),
+                source: e,
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// The `SnapshotStore` on real ZFS.
+#[derive(Debug)]
+pub struct ZfsStore {
+    cli: Cli,
+    root: String,
+    mount_root: PathBuf,
+    features: Features,
+}
+
+/// Whether `zfs receive`'s usage text lists a flag (e.g. `s` in `[-vnsFu]`).
+fn usage_has_flag(usage: &str, flag: char) -> bool {
+    usage
+        .lines()
+        .filter(|l| l.trim_start().starts_with("receive") || l.trim_start().starts_with("recv"))
+        .flat_map(|l| l.split('['))
+        .filter_map(|part| part.strip_prefix('-'))
+        .any(|opts| {
+            opts.split([']', ' '])
+                .next()
+                .is_some_and(|o| o.contains(flag))
+        })
+}
+
+impl ZfsStore {
+    /// Opens the store under `config.root`, probing features and creating
+    /// the `sites` and `stash` parents when missing.
+    pub fn open(config: ZfsConfig) -> Result<Self> {
+        let cli = Cli {
+            zfs: config.zfs_bin,
+            zpool: config.zpool_bin,
+        };
+        cli.zfs(&["list", "-H", "-o", "name", &config.root])?;
+        let pool = config.root.split('/').next().unwrap_or(&config.root);
+        let features = Features {
+            list_parsable: cli
+                .zfs_out(&["list", "-H", "-p", "-o", "name", &config.root])?
+                .status
+                .success(),
+            written: cli
+                .zfs_out(&["get", "-H", "-p", "-o", "value", "written", &config.root])?
+                .status
+                .success(),
+            bookmarks: cli
+                .output(
+                    &cli.zpool,
+                    &["get", "-H", "-o", "value", "feature@bookmarks", pool],
+                )?
+                .stdout
+                .starts_with(b"enabled")
+                || cli
+                    .output(
+                        &cli.zpool,
+                        &["get", "-H", "-o", "value", "feature@bookmarks", pool],
+                    )?
+                    .stdout
+                    .starts_with(b"active"),
+            ..Features::default()
+        };
+        // `zfs receive` without arguments prints its usage (on stderr).
+        let usage = cli.zfs_out(&["receive"])?;
+        let usage = String::from_utf8_lossy(&usage.stderr).into_owned()
+            + &String::from_utf8_lossy(&usage.stdout);
+        let features = Features {
+            resumable_receive: usage_has_flag(&usage, 's'),
+            receive_props: usage.contains("-o "),
+            ..features
+        };
+        debug!(root = %config.root, ?features, "opened zfs store");
+        let store = Self {
+            cli,
+            root: config.root,
+            mount_root: config.mount_root,
+            features,
+        };
+        for parent in ["sites", "stash"] {
+            store.ensure_parent(parent)?;
+        }
+        Ok(store)
+    }
+
+    pub fn features(&self) -> Features {
+        self.features
+    }
+
+    fn ensure_parent(&self, name: &str) -> Result<()> {
+        let ds = format!("{}/{name}", self.root);
+        let mp = self.mount_root.join(name);
+        let props = [
+            "canmount=off".to_owned(),
+            "atime=off".to_owned(),
+            "readonly=on".to_owned(),
+            format!("{RO_PROP}=on"),
+            format!("mountpoint={}", mp.display()),
+        ];
+        if self.cli.exists(&ds)? {
+            for p in &props {
+                self.cli.zfs(&["set", p, &ds])?;
+            }
+        } else {
+            let mut args = vec!["create"];
+            for p in &props {
+                args.push("-o");
+                args.push(p);
+            }
+            args.push(&ds);
+            self.cli.zfs(&args).map_err(|e| classify(e, &ds))?;
+        }
+        Ok(())
+    }
+
+    fn dataset(&self, site: &SiteName) -> String {
+        format!("{}/sites/{site}", self.root)
+    }
+
+    fn stash_dataset(&self, name: &str) -> String {
+        format!("{}/stash/{name}", self.root)
+    }
+
+    fn existing(&self, site: &SiteName) -> Result<String> {
+        let ds = self.dataset(site);
+        if self.cli.exists(&ds)? {
+            Ok(ds)
+        } else {
+            Err(Error::NoSuchSite { site: site.clone() })
+        }
+    }
+
+    fn chain(&self, ds: &str) -> Result<Vec<Snapshot>> {
+        if self.features.list_parsable {
+            let out = self.cli.zfs(&[
+                "list",
+                "-H",
+                "-p",
+                "-t",
+                "snapshot",
+                "-o",
+                "name,guid,createtxg",
+                "-s",
+                "createtxg",
+                "-r",
+                ds,
+            ])?;
+            return parse_snapshot_list(&out, ds);
+        }
+        // zfs-fuse: names from `list`, exact numbers from `get -Hp`.
+        let names = self
+            .cli
+            .zfs(&["list", "-H", "-t", "snapshot", "-o", "name", "-r", ds])?;
+        let prefix = format!("{ds}@");
+        let names: Vec<&str> = names.lines().filter(|n| n.starts_with(&prefix)).collect();
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut args = vec![
+            "get",
+            "-H",
+            "-p",
+            "-o",
+            "name,property,value",
+            "guid,createtxg",
+        ];
+        args.extend(&names);
+        let rows = parse_get_output(&self.cli.zfs(&args)?)?;
+        let mut text = String::new();
+        for name in &names {
+            let val = |prop: &str| {
+                rows.iter()
+                    .find(|(n, p, _)| n == name && p == prop)
+                    .map_or("", |(_, _, v)| v.as_str())
+            };
+            text.push_str(&format!("{name}\t{}\t{}\n", val("guid"), val("createtxg")));
+        }
+        parse_snapshot_list(&text, ds)
+    }
+
+    fn find(site: &SiteName, chain: &[Snapshot], guid: Guid) -> Result<Snapshot> {
+        chain
+            .iter()
+            .find(|s| s.guid == guid)
+            .cloned()
+            .ok_or_else(|| Error::NoSuchSnapshot {
+                site: site.clone(),
+                what: format!("with guid {guid}"),
+            })
+    }
+
+    fn ensure_mounted(&self, site: &SiteName, ds: &str) -> Result<PathBuf> {
+        let mp = self.cli.get("mountpoint", ds)?;
+        if self.cli.mount(ds).is_err() {
+            return Err(Error::NotMounted {
+                site: site.clone(),
+                mountpoint: mp,
+            });
+        }
+        Ok(PathBuf::from(mp))
+    }
+
+    fn list_children(&self, parent: &str) -> Result<Vec<String>> {
+        let out = self.cli.zfs(&[
+            "list",
+            "-H",
+            "-o",
+            "name",
+            "-t",
+            "filesystem",
+            "-d",
+            "1",
+            "-r",
+            parent,
+        ])?;
+        let prefix = format!("{parent}/");
+        Ok(out
+            .lines()
+            .filter_map(|l| l.strip_prefix(&prefix))
+            .filter(|n| !n.contains(['/', '%']))
+            .map(str::to_owned)
+            .collect())
+    }
+
+    fn read_stash(&self, name: &str) -> Result<Option<Stash>> {
+        let Some(site) = name.rsplit_once('-').and_then(|(s, _)| s.parse().ok()) else {
+            return Ok(None);
+        };
+        let ds = self.stash_dataset(name);
+        let origin = self.cli.get("origin", &ds)?;
+        let origin = if origin == "-" || origin.is_empty() {
+            None
+        } else {
+            Some(Guid(self.cli.get_u64("guid", &origin)?))
+        };
+        Ok(Some(Stash {
+            name: name.to_owned(),
+            site,
+            snapshots: self.chain(&ds)?,
+            origin,
+        }))
+    }
+
+    fn receive_inner(&self, site: &SiteName, stream: &mut dyn Read) -> Result<Snapshot> {
+        let ds = self.dataset(site);
+        let mut head = vec![0u8; STREAM_HEADER_LEN];
+        let mut got = 0;
+        while got < head.len() {
+            match stream.read(&mut head[got..]) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    return Err(Error::CorruptStream {
+                        site: site.clone(),
+                        reason: format!("reading the stream failed: {e}"),
+                    });
+                }
+            }
+        }
+        head.truncate(got);
+        let corrupt = |reason: String| Error::CorruptStream {
+            site: site.clone(),
+            reason,
+        };
+        let header = match parse_zfs_stream_header(&head) {
+            Ok(Some(h)) if got == STREAM_HEADER_LEN => h,
+            Ok(_) => return Err(corrupt(format!("stream ends after {got} bytes"))),
+            Err(reason) => return Err(corrupt(reason)),
+        };
+        let existed = self.cli.exists(&ds)?;
+        let chain = if existed {
+            Some(self.chain(&ds)?)
+        } else {
+            None
+        };
+        check_receive(site, chain.as_deref(), header)?;
+
+        let args = ["receive", ds.as_str()];
+        #[allow(clippy::disallowed_methods)] // for logging the call's duration only
+        let start = std::time::Instant::now();
+        let mut child = Command::new(&self.cli.zfs)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| spawn_error(&self.cli.zfs, e))?;
+        let mut read_error = None;
+        {
+            // Invariant: stdin was requested as piped above.
+            let mut stdin = child.stdin.take().expect("stdin is piped");
+            let mut copy = || -> io::Result<()> {
+                stdin.write_all(&head)?;
+                let mut buf = vec![0u8; 1 << 17];
+                loop {
+                    let n = match stream.read(&mut buf) {
+                        Ok(0) => return Ok(()),
+                        Ok(n) => n,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) => {
+                            read_error = Some(e.to_string());
+                            return Ok(());
+                        }
+                    };
+                    stdin.write_all(&buf[..n])?;
+                }
+            };
+            // A broken pipe means zfs stopped reading; its stderr says why.
+            let _ = copy();
+        }
+        let out = child.wait_with_output().map_err(|e| Error::Io {
+            context: format!("waiting for zfs receive into '{ds}'"),
+            source: e,
+        })?;
+        debug!(
+            command = %command_line(&self.cli.zfs, &args),
+            status = %out.status,
+            duration_ms = start.elapsed().as_secs_f64() * 1e3,
+            "ran"
+        );
+        if out.status.success() && read_error.is_none() {
+            let mp = self.cli.get("mountpoint", &ds)?;
+            if existed && is_fuse_mount(&mp) {
+                // zfs-fuse does not invalidate the kernel's cache of the
+                // replica's files: remount so readers see the new snapshot.
+                self.cli.unmount(&ds)?;
+                self.ensure_mounted(site, &ds)?;
+            }
+            let chain = self.chain(&ds)?;
+            return Self::find(site, &chain, header.to);
+        }
+        let stderr = stderr_of(&out);
+        let err = if stderr.contains("does not match incremental source") {
+            Error::Diverged {
+                site: site.clone(),
+                base: header.from.unwrap_or(Guid(0)),
+                newest: chain
+                    .as_ref()
+                    .and_then(|c| c.last())
+                    .map_or(Guid(0), |s| s.guid),
+                stderr,
+            }
+        } else if stderr.contains("has been modified") {
+            Error::Modified {
+                site: site.clone(),
+                stderr,
+            }
+        } else if stderr.contains("out of space") || stderr.contains("No space left") {
+            Error::OutOfSpace {
+                target: ds.clone(),
+                stderr,
+            }
+        } else if let Some(e) = read_error {
+            corrupt(format!("reading the stream failed: {e}; zfs: {stderr}"))
+        } else if stderr.contains("invalid backup stream")
+            || stderr.contains("checksum mismatch")
+            || stderr.contains("incomplete")
+            || stderr.contains("corrupt")
+            || stderr.contains("Input/output error")
+        {
+            corrupt(stderr)
+        } else {
+            command_error(&self.cli.zfs, &args, &out)
+        };
+        if existed {
+            // A failed receive can leave the replica unmounted.
+            let _ = self.ensure_mounted(site, &ds);
+        } else if self.cli.exists(&ds)? && self.chain(&ds)?.is_empty() {
+            // A half-created dataset of this very receive: it holds nothing.
+            let _ = self.cli.unmount(&ds);
+            self.cli.zfs_unbusy(&["destroy", &ds])?;
+        }
+        Err(err)
+    }
+}
+
+/// The stdout of `zfs send`; reports the sender's failure at the end.
+struct ChildStream {
+    child: Child,
+    stdout: ChildStdout,
+    stderr: Option<ChildStderr>,
+    done: bool,
+}
+
+impl Read for ChildStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.done {
+            return Ok(0);
+        }
+        let n = self.stdout.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            self.done = true;
+            let mut err = String::new();
+            if let Some(mut s) = self.stderr.take() {
+                let _ = s.read_to_string(&mut err);
+            }
+            let status = self.child.wait()?;
+            if !status.success() {
+                return Err(io::Error::other(format!(
+                    "zfs send failed ({status}): {}",
+                    err.trim()
+                )));
+            }
+        }
+        Ok(n)
+    }
+}
+
+impl Drop for ChildStream {
+    fn drop(&mut self) {
+        if !self.done {
+            // The reader gave up early: stop this sender (our own child).
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+impl SnapshotStore for ZfsStore {
+    fn create_site(&self, site: &SiteName) -> Result<()> {
+        let ds = self.dataset(site);
+        if self.cli.exists(&ds)? {
+            return Err(Error::SiteExists { site: site.clone() });
+        }
+        self.cli
+            .zfs(&[
+                "create",
+                "-o",
+                "readonly=off",
+                "-o",
+                &format!("{RO_PROP}=off"),
+                &ds,
+            ])
+            .map_err(|e| classify(e, &ds))?;
+        self.ensure_mounted(site, &ds).map(drop)
+    }
+
+    fn sites(&self) -> Result<Vec<SiteName>> {
+        let mut sites: Vec<SiteName> = self
+            .list_children(&format!("{}/sites", self.root))?
+            .iter()
+            .filter_map(|n| n.parse().ok())
+            .collect();
+        sites.sort();
+        Ok(sites)
+    }
+
+    fn snapshots(&self, site: &SiteName) -> Result<Vec<Snapshot>> {
+        let ds = self.existing(site)?;
+        self.chain(&ds)
+    }
+
+    fn snapshot(&self, site: &SiteName, seq: u64) -> Result<Snapshot> {
+        let ds = self.existing(site)?;
+        let name = snapshot_name(seq);
+        if self.chain(&ds)?.iter().any(|s| s.name == name) {
+            return Err(Error::SnapshotExists {
+                site: site.clone(),
+                name,
+            });
+        }
+        let full = format!("{ds}@{name}");
+        self.cli
+            .zfs(&["snapshot", &full])
+            .map_err(|e| classify(e, &full))?;
+        Ok(Snapshot {
+            name,
+            guid: Guid(self.cli.get_u64("guid", &full)?),
+            createtxg: self.cli.get_u64("createtxg", &full)?,
+        })
+    }
+
+    fn changed(&self, site: &SiteName) -> Result<Changed> {
+        let ds = self.existing(site)?;
+        let chain = self.chain(&ds)?;
+        let Some(newest) = chain.last() else {
+            return Ok(Changed::Yes);
+        };
+        if self.features.written {
+            return Ok(if self.cli.get_u64("written", &ds)? > 0 {
+                Changed::Yes
+            } else {
+                Changed::No
+            });
+        }
+        // No `written` (zfs-fuse): a different size, or blocks of the newest
+        // snapshot no longer in the live dataset, prove a change; equal
+        // sizes prove nothing (an in-place rewrite keeps them).
+        let snap = format!("{ds}@{}", newest.name);
+        if self.cli.get_u64("referenced", &ds)? != self.cli.get_u64("referenced", &snap)?
+            || self.cli.get_u64("used", &snap)? > 0
+        {
+            Ok(Changed::Yes)
+        } else {
+            Ok(Changed::Unknown)
+        }
+    }
+
+    fn send(&self, site: &SiteName, from: Option<Guid>, to: Guid) -> Result<SendStream> {
+        let ds = self.existing(site)?;
+        let chain = self.chain(&ds)?;
+        let to = format!("{ds}@{}", Self::find(site, &chain, to)?.name);
+        let from = from
+            .map(|g| Self::find(site, &chain, g).map(|s| format!("{ds}@{}", s.name)))
+            .transpose()?;
+        let mut args = vec!["send"];
+        if let Some(from) = &from {
+            args.extend(["-i", from.as_str()]);
+        }
+        args.push(&to);
+        debug!(command = %command_line(&self.cli.zfs, &args), "spawn");
+        let mut child = Command::new(&self.cli.zfs)
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| spawn_error(&self.cli.zfs, e))?;
+        // Invariant: both were requested as piped above.
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let stderr = child.stderr.take();
+        Ok(Box::new(ChildStream {
+            child,
+            stdout,
+            stderr,
+            done: false,
+        }))
+    }
+
+    fn receive(&self, site: &SiteName, stream: &mut dyn Read) -> Result<Snapshot> {
+        self.receive_inner(site, stream)
+    }
+
+    fn set_readonly(&self, site: &SiteName) -> Result<()> {
+        let ds = self.existing(site)?;
+        self.cli.zfs(&["set", "atime=off", &ds])?;
+        self.cli.zfs(&["set", &format!("{RO_PROP}=on"), &ds])?;
+        self.cli.zfs(&["set", "readonly=on", &ds]).map(drop)
+    }
+
+    fn set_writable(&self, site: &SiteName) -> Result<()> {
+        let ds = self.existing(site)?;
+        self.cli.zfs(&["set", "readonly=off", &ds])?;
+        self.cli
+            .zfs(&["set", &format!("{RO_PROP}=off"), &ds])
+            .map(drop)
+    }
+
+    fn is_readonly(&self, site: &SiteName) -> Result<bool> {
+        let ds = self.existing(site)?;
+        let row = self
+            .cli
+            .zfs(&["get", "-H", "-p", "-o", "value,source", "readonly", &ds])?;
+        let mut cols = row.trim_end().split('\t');
+        let (value, source) = (cols.next(), cols.next());
+        if source == Some("temporary") {
+            // See RO_PROP: the reported value is not what is in force.
+            return Ok(self.cli.get(RO_PROP, &ds)? != "off");
+        }
+        Ok(value == Some("on"))
+    }
+
+    fn stash(&self, site: &SiteName, common: Option<Guid>) -> Result<Stash> {
+        let ds = self.existing(site)?;
+        let chain = self.chain(&ds)?;
+        let common = common.map(|g| Self::find(site, &chain, g)).transpose()?;
+        let tag = chain
+            .last()
+            .map_or_else(|| "empty".to_owned(), |s| s.guid.to_string());
+        let name = format!("{site}-{tag}");
+        let stash = self.stash_dataset(&name);
+        self.cli.unmount(&ds)?;
+        self.cli.zfs_unbusy(&["rename", &ds, &stash])?;
+        // From here on the copy is safe under the stash; make it read-only.
+        self.cli.zfs(&["set", "readonly=on", &stash])?;
+        self.cli.zfs(&["set", &format!("{RO_PROP}=on"), &stash])?;
+        if let Some(common) = common {
+            let origin = format!("{stash}@{}", common.name);
+            self.cli
+                .zfs(&["clone", &origin, &ds])
+                .map_err(|e| classify(e, &ds))?;
+            self.cli.zfs(&["promote", &ds])?;
+            self.ensure_mounted(site, &ds)?;
+        }
+        self.read_stash(&name)?.ok_or(Error::NoSuchSnapshot {
+            site: site.clone(),
+            what: format!("stash '{name}'"),
+        })
+    }
+
+    fn stashes(&self) -> Result<Vec<Stash>> {
+        let mut out = Vec::new();
+        let mut names = self.list_children(&format!("{}/stash", self.root))?;
+        names.sort();
+        for name in names {
+            out.extend(self.read_stash(&name)?);
+        }
+        Ok(out)
+    }
+
+    fn destroy_snapshot(&self, site: &SiteName, guid: Guid) -> Result<()> {
+        let ds = self.existing(site)?;
+        let snap = Self::find(site, &self.chain(&ds)?, guid)?;
+        let full = format!("{ds}@{}", snap.name);
+        match self.cli.zfs(&["destroy", &full]) {
+            Err(Error::Command { stderr, .. }) if stderr.contains("dependent clones") => {
+                Err(Error::HasDependents {
+                    site: site.clone(),
+                    guid,
+                    stderr,
+                })
+            }
+            r => r.map(drop),
+        }
+    }
+
+    fn destroy_site(&self, site: &SiteName) -> Result<()> {
+        let ds = self.existing(site)?;
+        self.cli.unmount(&ds)?;
+        self.cli.zfs_unbusy(&["destroy", "-r", &ds]).map(drop)
+    }
+
+    fn mountpoint(&self, site: &SiteName) -> Result<PathBuf> {
+        let ds = self.existing(site)?;
+        Ok(PathBuf::from(self.cli.get("mountpoint", &ds)?))
+    }
+
+    fn write_file(&self, site: &SiteName, path: &Path, data: &[u8]) -> Result<()> {
+        check_rel_path(site, path)?;
+        let ds = self.existing(site)?;
+        let full = self.ensure_mounted(site, &ds)?.join(path);
+        if let Some(dir) = full.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| io_error(site, path, "cannot create", e))?;
+        }
+        let write = || -> io::Result<()> {
+            let mut f = std::fs::File::create(&full)?;
+            f.write_all(data)?;
+            f.sync_all()
+        };
+        write().map_err(|e| io_error(site, path, "cannot write", e))
+    }
+
+    fn read_file(&self, site: &SiteName, path: &Path) -> Result<Vec<u8>> {
+        check_rel_path(site, path)?;
+        let ds = self.existing(site)?;
+        let full = self.ensure_mounted(site, &ds)?.join(path);
+        std::fs::read(full).map_err(|e| io_error(site, path, "cannot read", e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn receive_usage_flags() {
+        let fuse = "usage:\n\treceive [-vnF] <filesystem|volume|snapshot>\n\treceive [-vnF] -d <filesystem>\n";
+        assert!(!usage_has_flag(fuse, 's'));
+        assert!(usage_has_flag(fuse, 'F'));
+        let openzfs = "usage:\n\treceive [-vMnsFhu] [-o <property>=<value>] ... <filesystem>\n\treceive -A <filesystem|volume>\n";
+        assert!(usage_has_flag(openzfs, 's'));
+        assert!(usage_has_flag(openzfs, 'u'));
+    }
+
+    #[test]
+    fn missing_binary_is_a_clear_error() {
+        let mut config = ZfsConfig::new("nopool", "/nonexistent");
+        config.zfs_bin = "/nonexistent/bin/zfs".into();
+        let err = ZfsStore::open(config).expect_err("no binary");
+        assert!(matches!(err, Error::BinaryNotFound { .. }), "{err}");
+        assert!(err.to_string().contains("/nonexistent/bin/zfs"), "{err}");
+    }
+}
