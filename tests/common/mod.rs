@@ -1,0 +1,255 @@
+//! Test harness: real `ringhost` processes on loopback, each test in its own
+//! temp dir, ports chosen by the kernel (port 0) and read back from
+//! `ready.json`, children killed by PID on drop, and convergence awaited
+//! with a deadline.
+#![allow(dead_code)] // each test binary uses a different part of the harness
+#![allow(clippy::disallowed_methods)] // tests poll real processes against the wall clock
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_ringhost")
+}
+
+/// Runs `ringhost ARGS` to completion.
+pub fn run(args: &[&str]) -> Output {
+    Command::new(bin())
+        .args(args)
+        .env_remove("RINGHOST_DATA_DIR")
+        .output()
+        .expect("ringhost binary runs")
+}
+
+/// Polls `f` until it returns `Some` or the deadline passes.
+pub fn wait_for<T>(what: &str, within: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            start.elapsed() < within,
+            "timed out after {within:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A cluster's certificate directory and the temp dir everything lives in.
+#[derive(Debug)]
+pub struct Env {
+    pub tmp: tempfile::TempDir,
+}
+
+impl Env {
+    pub fn new(cluster: &str, nodes: &[&str]) -> Env {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let env = Env { tmp };
+        let certs = env.certs();
+        let out = run(&["tls", "init", "--dir", p(&certs), "--cluster", cluster]);
+        assert!(out.status.success(), "tls init: {out:?}");
+        for n in nodes {
+            env.issue(n);
+        }
+        env
+    }
+
+    pub fn issue(&self, node: &str) {
+        let out = run(&["tls", "issue", "--dir", p(&self.certs()), "--node", node]);
+        assert!(out.status.success(), "tls issue {node}: {out:?}");
+    }
+
+    pub fn path(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    pub fn certs(&self) -> PathBuf {
+        self.tmp.path().join("certs")
+    }
+
+    pub fn data_dir(&self, node: &str) -> PathBuf {
+        self.tmp.path().join(format!("data-{node}"))
+    }
+
+    /// Starts `node` seeded with `seeds` and waits for its ready.json.
+    pub fn start(&self, node: &str, seeds: &[String], extra: &[&str]) -> Node {
+        self.start_with_certs(node, &self.certs(), seeds, extra)
+    }
+
+    pub fn start_with_certs(
+        &self,
+        node: &str,
+        certs: &Path,
+        seeds: &[String],
+        extra: &[&str],
+    ) -> Node {
+        let data_dir = self.data_dir(node);
+        let log = self.tmp.path().join(format!("{node}.log"));
+        let _ = std::fs::remove_file(data_dir.join("ready.json"));
+        let mut cmd = Command::new(bin());
+        cmd.args(["node", "--name", node, "--data-dir", p(&data_dir)])
+            .args(["--certs", p(certs), "--mesh", "127.0.0.1:0"]);
+        for s in seeds {
+            cmd.args(["--seed", s]);
+        }
+        cmd.args(extra)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&log)
+                    .expect("log file"),
+            );
+        let child = cmd.spawn().expect("spawn ringhost node");
+        let mut node = Node {
+            name: node.to_owned(),
+            data_dir,
+            log,
+            child: Some(child),
+            ready: Value::Null,
+        };
+        let ready_path = node.data_dir.join("ready.json");
+        node.ready = wait_for(
+            &format!("{} ready.json", node.name),
+            Duration::from_secs(10),
+            || {
+                if let Some(c) = node.child.as_mut()
+                    && let Ok(Some(status)) = c.try_wait()
+                {
+                    panic!(
+                        "{} exited early ({status}): {}",
+                        node.name,
+                        std::fs::read_to_string(&node.log).unwrap_or_default()
+                    );
+                }
+                let text = std::fs::read_to_string(&ready_path).ok()?;
+                serde_json::from_str(&text).ok()
+            },
+        );
+        node
+    }
+
+    /// Starts `n` nodes named n1..nN, each seeded with the first.
+    pub fn start_cluster(&self, n: usize, extra: &[&str]) -> Vec<Node> {
+        let first = self.start("n1", &[], extra);
+        let seed = first.mesh();
+        let mut nodes = vec![first];
+        for i in 2..=n {
+            nodes.push(self.start(&format!("n{i}"), std::slice::from_ref(&seed), extra));
+        }
+        nodes
+    }
+}
+
+pub fn p(path: &Path) -> &str {
+    path.to_str().expect("temp paths are UTF-8")
+}
+
+/// A running node; killed (SIGKILL, by its PID) when dropped.
+#[derive(Debug)]
+pub struct Node {
+    pub name: String,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+    pub child: Option<Child>,
+    pub ready: Value,
+}
+
+impl Node {
+    pub fn mesh(&self) -> String {
+        self.ready["mesh"]
+            .as_str()
+            .expect("ready.json has mesh")
+            .to_owned()
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.ready["generation"]
+            .as_u64()
+            .expect("ready.json has generation")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("node is running").id()
+    }
+
+    /// `ringhost status --json` of this node, or None if it did not answer.
+    pub fn status(&self) -> Option<Value> {
+        let out = run(&["status", "--json", "--data-dir", p(&self.data_dir)]);
+        if !out.status.success() {
+            return None;
+        }
+        serde_json::from_slice(&out.stdout).ok()
+    }
+
+    /// name → (state, generation) as this node sees the cluster.
+    pub fn members(&self) -> Option<Vec<(String, String, u64)>> {
+        let st = self.status()?;
+        Some(
+            st["members"]
+                .as_array()?
+                .iter()
+                .map(|m| {
+                    (
+                        m["name"].as_str().unwrap_or_default().to_owned(),
+                        m["state"].as_str().unwrap_or_default().to_owned(),
+                        m["generation"].as_u64().unwrap_or_default(),
+                    )
+                })
+                .collect(),
+        )
+    }
+
+    pub fn state_of(&self, name: &str) -> Option<(String, u64)> {
+        self.members()?
+            .into_iter()
+            .find(|(n, _, _)| n == name)
+            .map(|(_, s, g)| (s, g))
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("node is running");
+        let pid = i32::try_from(c.id()).expect("pid fits in i32");
+        let out = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .output()
+            .expect("kill runs");
+        assert!(out.status.success(), "kill -TERM {pid}: {out:?}");
+        let start = Instant::now();
+        loop {
+            if let Some(st) = c.try_wait().expect("wait") {
+                return st;
+            }
+            if start.elapsed() > Duration::from_secs(10) {
+                let _ = c.kill();
+                panic!("{} did not exit within 10 s of SIGTERM", self.name);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
