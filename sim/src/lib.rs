@@ -1,4 +1,27 @@
-//! The deterministic cluster simulator: many nodes running the production
-//! model in one process, on simulated time, under seeded faults.
+//! The deterministic cluster simulator: many nodes in one process, on
+//! simulated time and a simulated network, under seeded faults.
 //!
+//! Each node runs real chitchat ([`chitchat::spawn_chitchat`]) over
+//! [`net::SimTransport`]; a simulation runs on a tokio current-thread
+//! runtime with paused time, so a seed fixes every delay, loss, fault and
+//! (through [`entropy`]) every random draw inside chitchat, std and tokio.
+//! Same seed ⇒ same trace, byte for byte; a failure prints the seed and the
+//! command that replays it. Later each node also runs ringhost's
+//! `model::Node` state machine.
+//!
+//! Never: real sockets, DNS, the wall clock, extra threads or
+//! `spawn_blocking` inside a simulation; decisions iterate `BTreeMap`s.
 //! Nothing in ringhost depends on this crate.
+
+pub mod entropy;
+pub mod net;
+pub mod node;
+pub mod rng;
+pub mod sim;
+pub mod trace;
+mod world;
+
+pub use net::{LinkConfig, NetStats};
+pub use node::SimNode;
+pub use sim::{FaultCounts, Faults, Report, SimConfig, run, run_on_fresh_thread};
+pub use world::{Bounds, Departure, DepartureKind, Violation};

@@ -1,0 +1,567 @@
+//! One simulation: configuration, the fault schedule, the run loop and its
+//! report.
+//!
+//! The run loop is the runtime's main future. It sleeps on the paused clock
+//! until the next action of its timeline (a fault, a restart, a heal, an
+//! invariant check, the end); while it sleeps, tokio auto-advances the
+//! clock from timer to timer, so a simulated minute costs only the work
+//! done in it.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, bail};
+use chitchat::FailureDetectorConfig;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::entropy;
+use crate::net::{Cut, LinkConfig, NetStats, Network, SimTransport, deliver_forever};
+use crate::node::{NodeContext, SimNode, node_ip};
+use crate::rng::SimRng;
+use crate::trace::Trace;
+use crate::world::{
+    Bounds, Departure, DepartureKind, Membership, Shared, Short, Violation, World, lock,
+};
+
+/// Which faults the simulation injects.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Faults {
+    /// Abort a node's chitchat; it restarts later as a new generation.
+    pub crash: bool,
+    /// Shut a node down for good.
+    pub leave: bool,
+    /// Cut the nodes into two sides, both ways or one way.
+    pub partition: bool,
+    /// Lose a share of all messages for a while.
+    pub loss: bool,
+}
+
+impl Faults {
+    pub const ALL: Faults = Faults {
+        crash: true,
+        leave: true,
+        partition: true,
+        loss: true,
+    };
+
+    pub fn any(&self) -> bool {
+        self.crash || self.leave || self.partition || self.loss
+    }
+}
+
+impl FromStr for Faults {
+    type Err = anyhow::Error;
+
+    /// `crash,partition,loss,leave`, `all` or `none`.
+    fn from_str(s: &str) -> anyhow::Result<Self> {
+        let mut faults = Faults::default();
+        for word in s.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+            match word {
+                "crash" => faults.crash = true,
+                "leave" => faults.leave = true,
+                "partition" => faults.partition = true,
+                "loss" => faults.loss = true,
+                "all" => faults = Faults::ALL,
+                "none" => {}
+                other => bail!(
+                    "unknown fault '{other}': expected crash, leave, partition, loss, all or none"
+                ),
+            }
+        }
+        Ok(faults)
+    }
+}
+
+impl fmt::Display for Faults {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = [
+            (self.crash, "crash"),
+            (self.partition, "partition"),
+            (self.loss, "loss"),
+            (self.leave, "leave"),
+        ]
+        .into_iter()
+        .filter_map(|(on, name)| on.then_some(name))
+        .collect();
+        if names.is_empty() {
+            f.write_str("none")
+        } else {
+            f.write_str(&names.join(","))
+        }
+    }
+}
+
+/// Everything a simulation depends on. Same config ⇒ same trace.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    pub seed: u64,
+    pub nodes: usize,
+    pub duration: Duration,
+    pub gossip_interval: Duration,
+    pub faults: Faults,
+    /// Mean time between two fault starts.
+    pub fault_gap: Duration,
+    /// A crashed node's downtime, a partition's or loss episode's length:
+    /// uniform in this range.
+    pub fault_length: (Duration, Duration),
+    pub link: LinkConfig,
+    pub failure_detector: FailureDetectorConfig,
+    /// `None`: derived from the gossip interval ([`SimConfig::bounds`]).
+    pub suspect_bound: Option<Duration>,
+    pub converge_bound: Option<Duration>,
+    /// Also write the trace to this file.
+    pub trace_path: Option<PathBuf>,
+}
+
+impl SimConfig {
+    pub fn new(seed: u64, nodes: usize, duration: Duration) -> Self {
+        Self {
+            seed,
+            nodes,
+            duration,
+            gossip_interval: Duration::from_millis(200),
+            faults: Faults::default(),
+            fault_gap: Duration::from_secs(4),
+            fault_length: (Duration::from_secs(2), Duration::from_secs(10)),
+            link: LinkConfig::default(),
+            failure_detector: FailureDetectorConfig::default(),
+            suspect_bound: None,
+            converge_bound: None,
+            trace_path: None,
+        }
+    }
+
+    /// The invariants' bounds: given ones, or ones derived from the gossip
+    /// interval and the failure detector.
+    ///
+    /// Convergence must allow for chitchat 0.11's "zombies": a node that
+    /// first hears of a dead node (after a heal, or when it restarts) from
+    /// stale gossip starts a fresh sampling window whose mean is dominated by
+    /// the prior (`initial_interval`, weight 5), and keeps that node live for
+    /// up to about `phi_threshold × initial_interval` (≈ 34–41 s with the
+    /// defaults).
+    pub fn bounds(&self) -> Bounds {
+        let interval = self.gossip_interval;
+        let fd = &self.failure_detector;
+        let zombie = fd.initial_interval.mul_f64(1.5 * fd.phi_threshold.max(0.0));
+        Bounds {
+            suspect: self
+                .suspect_bound
+                .unwrap_or(Duration::from_secs(10) + interval * 20),
+            converge: self
+                .converge_bound
+                .unwrap_or(zombie.max(Duration::from_secs(10)) + interval * 20),
+        }
+    }
+
+    /// When faults may start and by when every one is healed: after the
+    /// cluster formed, and leaving a quiet tail before the end. A run does
+    /// not end before its views converged after the last fault or the
+    /// convergence bound expired (so the invariant is always checked).
+    pub fn fault_window(&self) -> (Duration, Duration) {
+        let start = (self.gossip_interval * 10).max(Duration::from_secs(5));
+        let tail = (self.gossip_interval * 25).max(Duration::from_secs(10));
+        let end = self.duration.saturating_sub(tail);
+        (start, end.max(start))
+    }
+}
+
+/// Faults injected, by kind.
+#[derive(Debug, Clone, Default)]
+pub struct FaultCounts {
+    pub crashes: u64,
+    pub restarts: u64,
+    pub leaves: u64,
+    pub partitions: u64,
+    pub one_way_partitions: u64,
+    pub loss_episodes: u64,
+}
+
+impl FaultCounts {
+    pub fn total(&self) -> u64 {
+        self.crashes + self.leaves + self.partitions + self.loss_episodes
+    }
+}
+
+/// What a simulation did.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub seed: u64,
+    pub nodes: usize,
+    pub simulated: Duration,
+    pub net: NetStats,
+    pub faults: FaultCounts,
+    pub departures: Vec<Departure>,
+    pub heal_convergence: Vec<Duration>,
+    pub trace_hash: u64,
+    pub trace_lines: u64,
+    /// Bytes the simulation's thread drew through `getrandom` (zero when
+    /// the executable does not define the shim).
+    pub entropy_bytes: u64,
+    pub violation: Option<Violation>,
+}
+
+impl Report {
+    /// Detection times of crashes, sorted.
+    pub fn crash_detection(&self) -> Vec<Duration> {
+        self.detection(DepartureKind::Crash)
+    }
+
+    pub fn leave_detection(&self) -> Vec<Duration> {
+        self.detection(DepartureKind::Leave)
+    }
+
+    fn detection(&self, kind: DepartureKind) -> Vec<Duration> {
+        let mut times: Vec<Duration> = self
+            .departures
+            .iter()
+            .filter(|d| d.kind == kind)
+            .filter_map(|d| d.detected_after)
+            .collect();
+        times.sort();
+        times
+    }
+
+    /// Departures no live node set had dropped by the end of the run.
+    pub fn undetected(&self) -> usize {
+        self.departures
+            .iter()
+            .filter(|d| d.detected_after.is_none())
+            .count()
+    }
+}
+
+/// Runs one simulation on a fresh OS thread whose entropy is seeded from
+/// `config.seed` (see [`crate::entropy`]).
+pub fn run_on_fresh_thread(config: SimConfig) -> anyhow::Result<Report> {
+    let seed = config.seed;
+    std::thread::Builder::new()
+        .name(format!("sim-{seed}"))
+        .spawn(move || {
+            // First thing on the thread: before any HashMap or RNG exists.
+            entropy::install(seed);
+            run(&config)
+        })
+        .context("cannot spawn the simulation thread")?
+        .join()
+        .map_err(|_| anyhow!("the simulation of seed {seed} panicked"))?
+}
+
+/// Runs one simulation on the current thread. Deterministic only on a
+/// fresh thread with [`entropy::install`] called first, in an executable
+/// that defines the `getrandom` shim; use [`run_on_fresh_thread`].
+pub fn run(config: &SimConfig) -> anyhow::Result<Report> {
+    if config.nodes == 0 {
+        bail!("a simulation needs at least one node");
+    }
+    if config.gossip_interval.is_zero() {
+        bail!("the gossip interval must be positive");
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .context("cannot build the simulation runtime")?;
+    let report = runtime.block_on(async {
+        let simulation = Simulation::new(config.clone())?;
+        simulation.run().await
+    });
+    // Dropping the runtime drops every task; sockets lock the world as they
+    // go, which is free by now.
+    drop(runtime);
+    report
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Action {
+    Check,
+    Fault,
+    Restart(usize),
+    Heal,
+    LossEnd,
+    End,
+}
+
+struct Simulation {
+    config: SimConfig,
+    start: Instant,
+    world: Shared,
+    ctx: NodeContext,
+    rng: SimRng,
+    nodes: Vec<SimNode>,
+    timeline: BTreeMap<(Duration, u64), Action>,
+    next_action: u64,
+    counts: FaultCounts,
+    partitioned: bool,
+    lossy: bool,
+    window: (Duration, Duration),
+}
+
+impl Simulation {
+    fn new(config: SimConfig) -> anyhow::Result<Self> {
+        let start = Instant::now();
+        let trace = match &config.trace_path {
+            Some(path) => Trace::to_file(path)?,
+            None => Trace::new(),
+        };
+        let nodes: Vec<SimNode> = (0..config.nodes).map(SimNode::new).collect();
+        let mut net = Network::new(SimRng::derive(config.seed, 1), config.link.clone());
+        for node in &nodes {
+            net.set_name(node.addr, node.name.clone());
+        }
+        let members = Membership::new((0..config.nodes).map(node_ip).collect(), config.bounds());
+        let world: Shared = Arc::new(Mutex::new(World::new(start, trace, net, members)));
+        let transport = SimTransport::new(world.clone(), Arc::new(Notify::new()));
+        let seeds = nodes.iter().take(3).map(|n| n.addr.to_string()).collect();
+        let ctx = NodeContext {
+            world: world.clone(),
+            transport,
+            cluster_id: "ringhost-sim".to_string(),
+            gossip_interval: config.gossip_interval,
+            seeds,
+            failure_detector: config.failure_detector.clone(),
+        };
+        let window = config.fault_window();
+        Ok(Self {
+            rng: SimRng::derive(config.seed, 2),
+            config,
+            start,
+            world,
+            ctx,
+            nodes,
+            timeline: BTreeMap::new(),
+            next_action: 0,
+            counts: FaultCounts::default(),
+            partitioned: false,
+            lossy: false,
+            window,
+        })
+    }
+
+    fn schedule(&mut self, at: Duration, action: Action) {
+        self.timeline.insert((at, self.next_action), action);
+        self.next_action += 1;
+    }
+
+    fn now(&self) -> Duration {
+        Instant::now().saturating_duration_since(self.start)
+    }
+
+    fn trace(&self, text: fmt::Arguments<'_>) {
+        let mut world = lock(&self.world);
+        let at = world.elapsed();
+        world.trace.record(at, text);
+    }
+
+    async fn run(mut self) -> anyhow::Result<Report> {
+        self.trace(format_args!(
+            "start seed={} nodes={} interval={}us faults={}",
+            self.config.seed,
+            self.config.nodes,
+            self.config.gossip_interval.as_micros(),
+            self.config.faults
+        ));
+        tokio::spawn(deliver_forever(self.ctx.transport.clone()));
+        for index in 0..self.nodes.len() {
+            let id = self.nodes[index].start(&self.ctx).await?;
+            self.trace(format_args!("up {}", Short(&id)));
+        }
+        let check_every = (self.config.gossip_interval / 2).min(Duration::from_millis(100));
+        self.schedule(check_every, Action::Check);
+        self.schedule(self.config.duration, Action::End);
+        if self.config.faults.any() && self.window.0 < self.window.1 {
+            let first = self.window.0 + self.gap();
+            self.schedule(first, Action::Fault);
+        }
+        let mut violation = None;
+        while let Some(((at, _), action)) = self.timeline.pop_first() {
+            tokio::time::sleep_until(self.start + at).await;
+            match action {
+                Action::End => {
+                    // Run on until the views converged after the last
+                    // fault, or the check reports that they did not.
+                    violation = lock(&self.world).check();
+                    let pending = lock(&self.world).members.convergence_deadline();
+                    if violation.is_some() || pending.is_none() {
+                        break;
+                    }
+                    self.schedule(at + check_every, Action::End);
+                }
+                Action::Check => {
+                    violation = lock(&self.world).check();
+                    if violation.is_some() {
+                        break;
+                    }
+                    self.schedule(at + check_every, Action::Check);
+                }
+                Action::Fault => {
+                    self.inject().await;
+                    let next = at + self.gap();
+                    if next < self.window.1 {
+                        self.schedule(next, Action::Fault);
+                    }
+                }
+                Action::Restart(index) => {
+                    let id = self.nodes[index].start(&self.ctx).await?;
+                    self.counts.restarts += 1;
+                    self.trace(format_args!("restart {}", Short(&id)));
+                    self.fault_event(false);
+                }
+                Action::Heal => {
+                    lock(&self.world).net.cuts.clear();
+                    self.partitioned = false;
+                    self.trace(format_args!("heal"));
+                    self.fault_event(true);
+                }
+                Action::LossEnd => {
+                    lock(&self.world).net.extra_loss = 0.0;
+                    self.lossy = false;
+                    self.trace(format_args!("loss end"));
+                    self.fault_event(true);
+                }
+            }
+        }
+        let simulated = self.now();
+        let mut world = lock(&self.world);
+        world.trace.record(simulated, format_args!("end"));
+        world.trace.finish()?;
+        Ok(Report {
+            seed: self.config.seed,
+            nodes: self.config.nodes,
+            simulated,
+            net: world.net.stats.clone(),
+            faults: self.counts.clone(),
+            departures: world.members.departures.clone(),
+            heal_convergence: world.members.heal_convergence.clone(),
+            trace_hash: world.trace.hash(),
+            trace_lines: world.trace.lines(),
+            entropy_bytes: entropy::bytes_drawn(),
+            violation,
+        })
+    }
+
+    /// Time to the next fault start: uniform in `[gap/2, 3gap/2]`.
+    fn gap(&mut self) -> Duration {
+        let gap = self.config.fault_gap;
+        self.rng.duration_between(gap / 2, gap * 3 / 2)
+    }
+
+    /// When a fault that starts now ends, never after the fault window.
+    fn fault_end(&mut self) -> Duration {
+        let (lo, hi) = self.config.fault_length;
+        let length = self.rng.duration_between(lo, hi);
+        (self.now() + length).min(self.window.1)
+    }
+
+    fn fault_event(&mut self, heal: bool) {
+        let at = self.now();
+        let disturbed = self.partitioned || self.lossy;
+        let heal = heal && !disturbed;
+        lock(&self.world).members.fault_event(at, disturbed, heal);
+    }
+
+    /// Injects one fault of an enabled kind that is possible now.
+    async fn inject(&mut self) {
+        let faults = self.config.faults;
+        let up: Vec<usize> = self
+            .nodes
+            .iter()
+            .filter(|n| n.is_up())
+            .map(|n| n.index)
+            .collect();
+        let gone = self.nodes.len() - up.len();
+        // Keep a majority of the nodes up, and at least two.
+        let may_stop = up.len() > 2 && gone < (self.nodes.len() - 1) / 2;
+        let left = self.nodes.iter().filter(|n| n.has_left()).count();
+        let mut kinds = Vec::new();
+        if faults.crash && may_stop {
+            kinds.push("crash");
+        }
+        if faults.leave && may_stop && left < self.nodes.len() / 4 {
+            kinds.push("leave");
+        }
+        if faults.partition && !self.partitioned && self.nodes.len() > 1 {
+            kinds.push("partition");
+        }
+        if faults.loss && !self.lossy {
+            kinds.push("loss");
+        }
+        if kinds.is_empty() {
+            return;
+        }
+        let kind = kinds[self.rng.index(kinds.len())];
+        match kind {
+            "crash" => {
+                let index = up[self.rng.index(up.len())];
+                if let Some(id) = self.nodes[index].crash(&self.world) {
+                    self.counts.crashes += 1;
+                    let mut world = lock(&self.world);
+                    let at = world.elapsed();
+                    world.trace.record(at, format_args!("crash {}", Short(&id)));
+                    world.members.node_down(index, DepartureKind::Crash, at);
+                }
+                let back = self.fault_end();
+                self.schedule(back, Action::Restart(index));
+                self.fault_event(false);
+            }
+            "leave" => {
+                let index = up[self.rng.index(up.len())];
+                if let Some(id) = self.nodes[index].leave(&self.world).await {
+                    self.counts.leaves += 1;
+                    let mut world = lock(&self.world);
+                    let at = world.elapsed();
+                    world.trace.record(at, format_args!("leave {}", Short(&id)));
+                    world.members.node_down(index, DepartureKind::Leave, at);
+                }
+                self.fault_event(false);
+            }
+            "partition" => {
+                let mut order: Vec<usize> = (0..self.nodes.len()).collect();
+                // Fisher–Yates: the first `size` nodes form side a.
+                for i in (1..order.len()).rev() {
+                    order.swap(i, self.rng.index(i + 1));
+                }
+                let size = 1 + self.rng.index(self.nodes.len() / 2);
+                let one_way = self.rng.chance(0.3);
+                let mut side_a: Vec<usize> = order[..size].to_vec();
+                side_a.sort_unstable();
+                let cut = Cut {
+                    a: side_a.iter().map(|&i| node_ip(i)).collect(),
+                    b: order[size..].iter().map(|&i| node_ip(i)).collect(),
+                    one_way,
+                };
+                lock(&self.world).net.cuts.push(cut);
+                self.partitioned = true;
+                self.counts.partitions += 1;
+                if one_way {
+                    self.counts.one_way_partitions += 1;
+                }
+                let names: Vec<String> = side_a.iter().map(|&i| format!("n{i}")).collect();
+                self.trace(format_args!(
+                    "partition {} [{}] | rest",
+                    if one_way { "one-way" } else { "two-way" },
+                    names.join(" ")
+                ));
+                let end = self.fault_end();
+                self.schedule(end, Action::Heal);
+                self.fault_event(false);
+            }
+            "loss" => {
+                let rate = 0.05 + 0.25 * self.rng.unit();
+                lock(&self.world).net.extra_loss = rate;
+                self.lossy = true;
+                self.counts.loss_episodes += 1;
+                self.trace(format_args!("loss {rate:.3}"));
+                let end = self.fault_end();
+                self.schedule(end, Action::LossEnd);
+                self.fault_event(false);
+            }
+            _ => unreachable!("kinds holds only the names matched above"),
+        }
+    }
+}
