@@ -24,6 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chitchat::{ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig};
+pub use model::GossipSettings;
 use model::{NodeName, Zone};
 use serde::Serialize;
 use tokio::sync::watch;
@@ -32,28 +33,6 @@ use tracing::{info, warn};
 pub use mesh::{MeshError, PeerNames};
 pub use pki::Identity;
 pub use tls::ALPN;
-
-/// Gossip timing. The defaults suit a LAN: a crashed node is seen dead in
-/// about a second (see the detection benchmark).
-#[derive(Debug, Clone, PartialEq)]
-pub struct GossipSettings {
-    /// How often a node gossips with up to three peers.
-    pub interval: Duration,
-    /// Phi-accrual threshold above which a silent node is dead.
-    pub phi_threshold: f64,
-    /// How long a dead node stays listed before it is forgotten.
-    pub dead_node_grace: Duration,
-}
-
-impl Default for GossipSettings {
-    fn default() -> Self {
-        Self {
-            interval: Duration::from_millis(200),
-            phi_threshold: 8.0,
-            dead_node_grace: Duration::from_secs(3600),
-        }
-    }
-}
 
 /// The facts a node gossips about itself (see docs/gossip-keys.md).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -174,9 +153,7 @@ impl Gossip {
         let id = ChitchatId::new(cfg.identity.node.as_str(), cfg.generation, listen);
         let fd = FailureDetectorConfig {
             phi_threshold: cfg.settings.phi_threshold,
-            // The prior for a node heard from only a few times: one gossip
-            // interval, so a young cluster detects as fast as an old one.
-            initial_interval: cfg.settings.interval,
+            initial_interval: cfg.settings.initial_interval(),
             dead_node_grace_period: cfg.settings.dead_node_grace,
             ..FailureDetectorConfig::default()
         };

@@ -11,6 +11,7 @@ pub mod election;
 pub mod hash;
 pub mod ids;
 pub mod placement;
+pub mod settings;
 
 pub use election::{
     CopyState, Epoch, Head, Holder, MasterDecision, Quorum, Role, has_quorum, master,
@@ -19,3 +20,4 @@ pub use election::{
 pub use hash::{Rank, rendezvous_score};
 pub use ids::{InvalidName, NodeName, SiteName, Zone};
 pub use placement::placement;
+pub use settings::GossipSettings;
