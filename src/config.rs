@@ -275,6 +275,15 @@ mod tests {
     }
 
     #[test]
+    fn the_example_config_is_valid() {
+        let file: FileConfig =
+            toml::from_str(include_str!("../config.example.toml")).expect("example parses");
+        let s = NodeSettings::resolve(file, Overrides::default()).expect("example is valid");
+        assert_eq!(s.seeds.len(), 2);
+        assert_eq!(s.gossip, GossipSettings::default());
+    }
+
+    #[test]
     fn unknown_keys_are_refused() {
         let err = toml::from_str::<FileConfig>("name = \"n1\"\nmesh_addr = \"x\"")
             .expect_err("unknown key");
