@@ -74,19 +74,28 @@ fn detection(trials: usize) {
         let name = nodes[victim].name.clone();
         nodes[victim].kill9();
         let killed = Instant::now();
-        wait_for(&format!("{name} dead everywhere"), Duration::from_secs(30), || {
-            nodes
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| *i != victim)
-                .all(|(_, n)| n.state_of(&name).is_some_and(|(s, _)| s == "dead"))
-                .then_some(())
-        });
+        wait_for(
+            &format!("{name} dead everywhere"),
+            Duration::from_secs(30),
+            || {
+                nodes
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| *i != victim)
+                    .all(|(_, n)| n.state_of(&name).is_some_and(|(s, _)| s == "dead"))
+                    .then_some(())
+            },
+        );
         let took = killed.elapsed().as_secs_f64();
-        say(&format!("  trial {}: {name} seen dead by all 4 peers after {took:.2} s", t + 1));
+        say(&format!(
+            "  trial {}: {name} seen dead by all 4 peers after {took:.2} s",
+            t + 1
+        ));
         times.push(took);
         nodes[victim] = env.start(&name, std::slice::from_ref(&seed), &[]);
-        wait_for("5 alive again", Duration::from_secs(10), || all_alive(&nodes, 5));
+        wait_for("5 alive again", Duration::from_secs(10), || {
+            all_alive(&nodes, 5)
+        });
         std::thread::sleep(Duration::from_secs(3));
     }
     let max = times.iter().cloned().fold(0.0, f64::max);
@@ -106,7 +115,9 @@ fn bandwidth(n: usize) {
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     let env = Env::new("bench", &refs);
     let nodes = env.start_cluster(n, &[]);
-    wait_for(&format!("{n} alive"), Duration::from_secs(30), || all_alive(&nodes, n));
+    wait_for(&format!("{n} alive"), Duration::from_secs(30), || {
+        all_alive(&nodes, n)
+    });
     std::thread::sleep(Duration::from_secs(2));
     let (udp, chitchat) = idle_bandwidth(&nodes, 10);
     say(&format!(

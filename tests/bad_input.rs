@@ -1,6 +1,7 @@
 //! Bad input gets a one-line error naming the problem, a documented exit
 //! code, and leaves nothing half-started: no ready.json, no admin socket, no
 //! lock held, no process running.
+#![allow(clippy::disallowed_methods, clippy::print_stderr)] // real processes: wall-clock deadlines, figures on stderr
 
 mod common;
 
@@ -50,9 +51,7 @@ fn invalid_configs_are_refused_with_exit_2() {
     let env = Env::new("demo", &["n1"]);
     let certs = env.certs();
     let data = env.data_dir("n1");
-    let base = [
-        "--name", "n1", "--data-dir", p(&data), "--certs", p(&certs),
-    ];
+    let base = ["--name", "n1", "--data-dir", p(&data), "--certs", p(&certs)];
 
     // Unreadable config.
     let missing = env.path().join("nope.toml");
@@ -87,9 +86,24 @@ fn invalid_configs_are_refused_with_exit_2() {
     args.extend(["--mesh", "0.0.0.0:7001"]);
     assert_one_line(&node(&env, &args), 2, &["invalid mesh address"]);
     // A bad node name.
-    let o = node(&env, &["--name", "N_1", "--data-dir", p(&data), "--certs", p(&certs), "--mesh", "127.0.0.1:0"]);
+    let o = node(
+        &env,
+        &[
+            "--name",
+            "N_1",
+            "--data-dir",
+            p(&data),
+            "--certs",
+            p(&certs),
+            "--mesh",
+            "127.0.0.1:0",
+        ],
+    );
     assert_one_line(&o, 2, &["invalid node name 'N_1'"]);
-    assert!(!data.exists(), "a refused config must not create the data dir");
+    assert!(
+        !data.exists(),
+        "a refused config must not create the data dir"
+    );
 
     // A valid file passes check-config.
     let good = env.path().join("good.toml");
@@ -118,7 +132,13 @@ fn certificate_problems_are_refused_with_exit_3() {
         node(
             &env,
             &[
-                "--name", name, "--data-dir", p(&env.data_dir(name)), "--certs", p(certs), "--mesh",
+                "--name",
+                name,
+                "--data-dir",
+                p(&env.data_dir(name)),
+                "--certs",
+                p(certs),
+                "--mesh",
                 "127.0.0.1:0",
             ],
         )
@@ -137,8 +157,16 @@ fn certificate_problems_are_refused_with_exit_3() {
     assert_one_line(&o, 3, &["names node 'n2'", "'n3'"]);
     // A certificate from another CA.
     let other = env.path().join("other");
-    assert!(common::run(&["tls", "init", "--dir", p(&other), "--cluster", "demo"]).status.success());
-    assert!(common::run(&["tls", "issue", "--dir", p(&other), "--node", "n1"]).status.success());
+    assert!(
+        common::run(&["tls", "init", "--dir", p(&other), "--cluster", "demo"])
+            .status
+            .success()
+    );
+    assert!(
+        common::run(&["tls", "issue", "--dir", p(&other), "--node", "n1"])
+            .status
+            .success()
+    );
     std::fs::copy(certs.join("ca.pem"), other.join("ca.pem")).expect("copy");
     let o = run_as("n1", &other);
     assert_one_line(&o, 3, &["not signed by the cluster CA"]);
@@ -156,7 +184,16 @@ fn a_mesh_port_in_use_is_refused_with_exit_4_and_nothing_left() {
     let data = env.data_dir("n1");
     let o = node(
         &env,
-        &["--name", "n1", "--data-dir", p(&data), "--certs", p(&env.certs()), "--mesh", &addr],
+        &[
+            "--name",
+            "n1",
+            "--data-dir",
+            p(&data),
+            "--certs",
+            p(&env.certs()),
+            "--mesh",
+            &addr,
+        ],
     );
     assert_one_line(&o, 4, &["cannot bind mesh address", &addr]);
     assert_nothing_started(&env, "n1");
@@ -166,7 +203,16 @@ fn a_mesh_port_in_use_is_refused_with_exit_4_and_nothing_left() {
     // A second node on the same data dir is refused while the first runs.
     let o = node(
         &env,
-        &["--name", "n1", "--data-dir", p(&data), "--certs", p(&env.certs()), "--mesh", "127.0.0.1:0"],
+        &[
+            "--name",
+            "n1",
+            "--data-dir",
+            p(&data),
+            "--certs",
+            p(&env.certs()),
+            "--mesh",
+            "127.0.0.1:0",
+        ],
     );
     assert_one_line(&o, 4, &["another ringhost node is running"]);
     assert!(n1.status().is_some(), "the running node is untouched");

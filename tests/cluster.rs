@@ -1,5 +1,6 @@
 //! Membership of a real cluster on loopback: joining, crash detection,
 //! restart as a new generation, and a polite leave.
+#![allow(clippy::disallowed_methods, clippy::print_stderr)] // real processes: wall-clock deadlines, figures on stderr
 
 mod common;
 
@@ -13,21 +14,28 @@ fn five_nodes_seeded_with_the_first_all_list_each_other_alive_within_5s() {
     let start = Instant::now();
     let nodes = env.start_cluster(5, &[]);
     let names: Vec<String> = (1..=5).map(|i| format!("n{i}")).collect();
-    wait_for("every node to list all 5 alive", Duration::from_secs(5), || {
-        nodes
-            .iter()
-            .all(|n| {
-                let Some(members) = n.members() else {
-                    return false;
-                };
-                members.len() == 5
-                    && names
-                        .iter()
-                        .all(|name| members.iter().any(|(m, s, _)| m == name && s == "alive"))
-            })
-            .then_some(())
-    });
-    eprintln!("5 nodes converged {:?} after the first start", start.elapsed());
+    wait_for(
+        "every node to list all 5 alive",
+        Duration::from_secs(5),
+        || {
+            nodes
+                .iter()
+                .all(|n| {
+                    let Some(members) = n.members() else {
+                        return false;
+                    };
+                    members.len() == 5
+                        && names
+                            .iter()
+                            .all(|name| members.iter().any(|(m, s, _)| m == name && s == "alive"))
+                })
+                .then_some(())
+        },
+    );
+    eprintln!(
+        "5 nodes converged {:?} after the first start",
+        start.elapsed()
+    );
     // The JSON contract's fields are all there.
     let st = nodes[2].status().expect("status");
     assert_eq!(st["node"], "n3");
@@ -46,7 +54,10 @@ fn a_killed_node_is_seen_dead_and_rejoins_as_a_new_generation() {
     wait_for("3 alive", Duration::from_secs(5), || {
         nodes
             .iter()
-            .all(|n| n.members().is_some_and(|m| m.iter().filter(|x| x.1 == "alive").count() == 3))
+            .all(|n| {
+                n.members()
+                    .is_some_and(|m| m.iter().filter(|x| x.1 == "alive").count() == 3)
+            })
             .then_some(())
     });
     let old_generation = nodes[2].generation();
@@ -85,7 +96,10 @@ fn sigterm_leaves_politely_peers_see_left_within_2s_and_exit_is_0() {
     wait_for("3 alive", Duration::from_secs(5), || {
         nodes
             .iter()
-            .all(|n| n.members().is_some_and(|m| m.iter().filter(|x| x.1 == "alive").count() == 3))
+            .all(|n| {
+                n.members()
+                    .is_some_and(|m| m.iter().filter(|x| x.1 == "alive").count() == 3)
+            })
             .then_some(())
     });
     let sent = Instant::now();

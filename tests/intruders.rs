@@ -4,6 +4,7 @@
 //! of them ever appears in a member list or changes what anyone believes,
 //! each rejection is logged with the peer's address, and the cluster keeps
 //! working.
+#![allow(clippy::disallowed_methods, clippy::print_stderr)] // real processes: wall-clock deadlines, figures on stderr
 
 mod common;
 
@@ -77,7 +78,9 @@ async fn dial_without_certificate(target: SocketAddr) -> (SocketAddr, String) {
         // TLS 1.3 clients may finish before the server checks their
         // (missing) certificate: try to use the connection.
         let mut s = conn.open_uni().await.map_err(|e| e.to_string())?;
-        s.write_all(b"not a gossip message").await.map_err(|e| e.to_string())?;
+        s.write_all(b"not a gossip message")
+            .await
+            .map_err(|e| e.to_string())?;
         s.finish().map_err(|e| e.to_string())?;
         Ok::<_, String>(conn.closed().await.to_string())
     };
@@ -94,14 +97,25 @@ fn intruders_never_appear_and_cannot_set_keys() {
     wait_for("3 alive", Duration::from_secs(5), || {
         nodes
             .iter()
-            .all(|n| n.members().is_some_and(|m| m.iter().filter(|x| x.1 == "alive").count() == 3))
+            .all(|n| {
+                n.members()
+                    .is_some_and(|m| m.iter().filter(|x| x.1 == "alive").count() == 3)
+            })
             .then_some(())
     });
 
     // 1. A real node with a certificate from another CA (same cluster name).
     let foreign = env.path().join("foreign-certs");
-    assert!(run(&["tls", "init", "--dir", p(&foreign), "--cluster", "demo"]).status.success());
-    assert!(run(&["tls", "issue", "--dir", p(&foreign), "--node", "n4"]).status.success());
+    assert!(
+        run(&["tls", "init", "--dir", p(&foreign), "--cluster", "demo"])
+            .status
+            .success()
+    );
+    assert!(
+        run(&["tls", "issue", "--dir", p(&foreign), "--node", "n4"])
+            .status
+            .success()
+    );
     let n4 = env.start_with_certs("n4", &foreign, std::slice::from_ref(&seed), &[]);
 
     let rt = tokio::runtime::Runtime::new().expect("runtime");
@@ -114,8 +128,9 @@ fn intruders_never_appear_and_cannot_set_keys() {
     //    (with a zone n2 does not have), one claiming the new name "eve".
     let mut impostors = Vec::new();
     for claimed in ["n2", "eve"] {
-        let mut identity = gossip::pki::load_identity(&env.certs(), &"mallory".parse().expect("name"))
-            .expect("mallory's identity");
+        let mut identity =
+            gossip::pki::load_identity(&env.certs(), &"mallory".parse().expect("name"))
+                .expect("mallory's identity");
         identity.node = claimed.parse().expect("name");
         let g = rt
             .block_on(Gossip::start(MeshConfig {
@@ -131,7 +146,10 @@ fn intruders_never_appear_and_cannot_set_keys() {
             .expect("impostor starts");
         impostors.push(g);
     }
-    let impostor_addrs: Vec<String> = impostors.iter().map(|g| g.local_addr().to_string()).collect();
+    let impostor_addrs: Vec<String> = impostors
+        .iter()
+        .map(|g| g.local_addr().to_string())
+        .collect();
 
     // For 4 s (20 gossip intervals), no honest view ever shows an intruder.
     let n4_addr = n4.mesh();
@@ -140,13 +158,24 @@ fn intruders_never_appear_and_cannot_set_keys() {
         for n in &nodes {
             let st = n.status().expect("honest node answers");
             for m in st["members"].as_array().expect("members") {
-                let (name, addr) = (m["name"].as_str().unwrap_or(""), m["mesh_addr"].as_str().unwrap_or(""));
+                let (name, addr) = (
+                    m["name"].as_str().unwrap_or(""),
+                    m["mesh_addr"].as_str().unwrap_or(""),
+                );
                 assert_ne!(name, "n4", "{}: foreign-CA node listed: {m}", n.name);
                 assert_ne!(name, "eve", "{}: impostor listed: {m}", n.name);
                 assert_ne!(name, "mallory", "{}: impostor listed: {m}", n.name);
-                assert!(!impostor_addrs.iter().any(|a| a == addr), "{}: impostor address listed: {m}", n.name);
+                assert!(
+                    !impostor_addrs.iter().any(|a| a == addr),
+                    "{}: impostor address listed: {m}",
+                    n.name
+                );
                 assert_ne!(addr, n4_addr, "{}: foreign node listed: {m}", n.name);
-                assert!(m["zone"].is_null(), "{}: a key set by an impostor shows: {m}", n.name);
+                assert!(
+                    m["zone"].is_null(),
+                    "{}: a key set by an impostor shows: {m}",
+                    n.name
+                );
             }
             assert_eq!(st["members"].as_array().map(Vec::len), Some(3), "{st}");
         }
@@ -165,17 +194,26 @@ fn intruders_never_appear_and_cannot_set_keys() {
             .any(|l| l.contains("rejected mesh connection") && l.contains(addr))
     };
     assert!(rejected(&n4_addr), "foreign-CA node not logged:\n{logs}");
-    assert!(rejected(&nocert_addr.to_string()), "no-certificate client not logged:\n{logs}");
+    assert!(
+        rejected(&nocert_addr.to_string()),
+        "no-certificate client not logged:\n{logs}"
+    );
     for a in &impostor_addrs {
         assert!(
-            logs.lines().any(|l| l.contains("certificate names another node") && l.contains(a.as_str())),
+            logs.lines()
+                .any(|l| l.contains("certificate names another node") && l.contains(a.as_str())),
             "impostor at {a} not logged:\n{logs}"
         );
     }
 
     // The honest cluster still works: all alive, and a restart is seen.
     for n in &nodes {
-        assert!(n.members().expect("members").iter().all(|(_, s, _)| s == "alive"));
+        assert!(
+            n.members()
+                .expect("members")
+                .iter()
+                .all(|(_, s, _)| s == "alive")
+        );
     }
     rt.block_on(async {
         for g in impostors {
