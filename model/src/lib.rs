@@ -10,8 +10,10 @@
 pub mod election;
 pub mod hash;
 pub mod ids;
+pub mod node;
 pub mod placement;
 pub mod settings;
+pub mod site;
 
 pub use election::{
     CopyState, Epoch, Head, Holder, MasterDecision, Quorum, Role, has_quorum, master,
@@ -19,5 +21,9 @@ pub use election::{
 };
 pub use hash::{Rank, rendezvous_score};
 pub use ids::{InvalidName, NodeName, SiteName, Zone};
+pub use node::{
+    Action, Event, LocalCopy, MemberView, Node, NodeConfig, Outcome, PullError, Time, View,
+};
 pub use placement::placement;
 pub use settings::GossipSettings;
+pub use site::{CopyKey, Domain, Runtime, SiteKey, SiteSpec};

@@ -1,0 +1,991 @@
+//! The node state machine: everything a node decides about its sites, as a
+//! pure function of what it has seen.
+//!
+//! The driver (the daemon, or the simulator) feeds [`Event`]s with the time
+//! they happened, drains [`Action`]s with [`Node::poll_action`] and executes
+//! them, and reports each action's outcome back as an [`Event::Done`]. It
+//! calls [`Node::handle`] with [`Event::Tick`] no later than
+//! [`Node::poll_timeout`].
+//!
+//! # Invariants
+//!
+//! - At most one action is outstanding per site (`busy`); the next decision
+//!   for a site waits for the outcome of the last.
+//! - A copy is promoted only when [`crate::election::master`] elects this
+//!   node, and demoted as soon as [`crate::election::should_step_down`] says
+//!   so; a demoted master stops serving before anything else happens to it.
+//! - Nothing is destroyed except on a deletion tombstone: a diverged replica
+//!   is stashed (the driver keeps the data), never rolled back.
+//! - What the node publishes is derived from its state ([`Node::published`]),
+//!   never edited separately, so gossip always says what the node holds.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Duration;
+
+use crate::election::{
+    self, CopyState, Epoch, Head, Holder, MasterDecision, Quorum, Role, should_step_down,
+};
+use crate::ids::{NodeName, SiteName, Zone};
+use crate::placement::placement;
+use crate::site::{self, CopyKey, SiteKey, SiteSpec};
+
+/// Milliseconds on the driver's monotonic clock (any origin).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Time(pub u64);
+
+impl Time {
+    pub fn plus(self, d: Duration) -> Time {
+        Time(self.0.saturating_add(d.as_millis() as u64))
+    }
+}
+
+/// Settings of the site logic.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeConfig {
+    pub name: NodeName,
+    /// Promote only with a majority of known members alive.
+    pub quorum_guard: bool,
+    /// How often a master snapshots a changed site.
+    pub snapshot_interval: Duration,
+    /// First retry delay after a failed transfer; doubles up to `retry_max`.
+    pub retry_min: Duration,
+    pub retry_max: Duration,
+}
+
+impl NodeConfig {
+    pub fn new(name: NodeName) -> Self {
+        Self {
+            name,
+            quorum_guard: true,
+            snapshot_interval: Duration::from_secs(1),
+            retry_min: Duration::from_millis(200),
+            retry_max: Duration::from_secs(10),
+        }
+    }
+}
+
+/// One member as the gossip view shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberView {
+    pub alive: bool,
+    /// Left politely: no longer counted as a member.
+    pub left: bool,
+    pub zone: Option<Zone>,
+    /// The member's site keys, as gossiped.
+    pub keys: Vec<SiteKey>,
+}
+
+/// The cluster as this node's gossip shows it, this node included.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct View {
+    pub members: BTreeMap<NodeName, MemberView>,
+}
+
+/// A copy found on local storage at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalCopy {
+    pub site: SiteName,
+    /// Role and epoch as last persisted ([`Action::Persist`]); a copy with
+    /// no record is a replica of epoch 0.
+    pub role: Role,
+    pub epoch: Epoch,
+    /// Snapshots, oldest first.
+    pub chain: Vec<Head>,
+    /// The spec read from the copy's own data, if any.
+    pub spec: Option<SiteSpec>,
+}
+
+/// Why a pull failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PullError {
+    /// The local copy holds snapshots the master lacks: it must be stashed
+    /// before it can follow.
+    Diverged,
+    /// Anything else (network, disk, the master went away): retried with
+    /// backoff; the copy is unchanged.
+    Failed(String),
+}
+
+/// The outcome of an [`Action`], reported back by the driver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// `Action::Create`: the new copy's first snapshot.
+    Created(Result<Head, String>),
+    /// `Action::Snapshot`.
+    Snapshot(Result<Head, String>),
+    /// `Action::Pull`: the copy's chain afterwards.
+    Pulled(Result<Vec<Head>, PullError>),
+    /// `Action::Stash`: the chain left in place (the common prefix).
+    Stashed(Result<Vec<Head>, String>),
+    /// `Action::Promote` / `Action::Demote`.
+    Switched(Result<(), String>),
+    /// `Action::Destroy`.
+    Destroyed(Result<(), String>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// The copies on local storage; sent once, before anything else.
+    Start(Vec<LocalCopy>),
+    View(View),
+    Tick,
+    /// The master copy of `site` was written to (an upload).
+    Written(SiteName),
+    /// Create a new site here, as its first master (the driver checked
+    /// that the name is free and that placement picks this node).
+    Create(SiteSpec),
+    /// Delete a site everywhere.
+    Delete(SiteName),
+    Done(SiteName, Outcome),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Create the site's dataset (writable), write its spec into it, take
+    /// snapshot 1. Outcome: `Created`.
+    Create { site: SiteName, spec: SiteSpec },
+    /// Take snapshot `ringhost-<seq>`. Outcome: `Snapshot`.
+    Snapshot { site: SiteName, seq: u64 },
+    /// Bring the local copy up to `from`'s head (a full copy when there is
+    /// none), read-only. Outcome: `Pulled`.
+    Pull { site: SiteName, from: NodeName },
+    /// Keep the local copy's diverged snapshots aside (never destroyed) and
+    /// leave the copy at its newest snapshot shared with `from`. Outcome:
+    /// `Stashed`.
+    Stash { site: SiteName, from: NodeName },
+    /// Make the copy writable and start serving it as master at `epoch`.
+    /// Outcome: `Switched`.
+    Promote { site: SiteName, epoch: Epoch },
+    /// Stop serving at once and make the copy read-only. Outcome: `Switched`.
+    Demote { site: SiteName },
+    /// Destroy the local copy (its site was deleted). Outcome: `Destroyed`.
+    Destroy { site: SiteName },
+    /// Record durably what this copy is, for the next start.
+    Persist {
+        site: SiteName,
+        role: Role,
+        epoch: Epoch,
+    },
+    /// Set one of this node's gossip keys.
+    Publish { key: String, value: String },
+    /// Delete one of this node's gossip keys.
+    Unpublish { key: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Copy {
+    role: Role,
+    epoch: Epoch,
+    chain: Vec<Head>,
+    spec: Option<SiteSpec>,
+    busy: bool,
+    dirty: bool,
+    last_snapshot: Time,
+    failures: u32,
+    retry_at: Time,
+}
+
+impl Copy {
+    fn head(&self) -> Option<Head> {
+        self.chain.last().copied()
+    }
+}
+
+/// What the node knows about a site from the view.
+#[derive(Debug, Default)]
+struct SiteView {
+    holders: Vec<Holder>,
+    spec: Option<SiteSpec>,
+    deleted: BTreeSet<u64>,
+}
+
+/// The site logic of one node. See the module docs.
+#[derive(Debug)]
+pub struct Node {
+    cfg: NodeConfig,
+    started: bool,
+    now: Time,
+    view: View,
+    copies: BTreeMap<SiteName, Copy>,
+    tombstones: BTreeMap<SiteName, u64>,
+    published: BTreeMap<String, String>,
+    actions: VecDeque<Action>,
+}
+
+impl Node {
+    pub fn new(cfg: NodeConfig) -> Node {
+        Node {
+            cfg,
+            started: false,
+            now: Time(0),
+            view: View::default(),
+            copies: BTreeMap::new(),
+            tombstones: BTreeMap::new(),
+            published: BTreeMap::new(),
+            actions: VecDeque::new(),
+        }
+    }
+
+    pub fn name(&self) -> &NodeName {
+        &self.cfg.name
+    }
+
+    pub fn handle(&mut self, now: Time, event: Event) {
+        assert!(
+            now >= self.now,
+            "time went backwards: {now:?} < {:?}",
+            self.now
+        );
+        self.now = now;
+        match event {
+            Event::Start(copies) => {
+                assert!(!self.started, "Start is sent once");
+                self.started = true;
+                for c in copies {
+                    self.copies.insert(
+                        c.site,
+                        Copy {
+                            role: c.role,
+                            epoch: c.epoch,
+                            chain: c.chain,
+                            spec: c.spec,
+                            busy: false,
+                            dirty: false,
+                            last_snapshot: now,
+                            failures: 0,
+                            retry_at: now,
+                        },
+                    );
+                }
+            }
+            Event::View(v) => self.view = v,
+            Event::Tick => {}
+            Event::Written(site) => {
+                if let Some(c) = self.copies.get_mut(&site) {
+                    c.dirty = true;
+                }
+            }
+            Event::Create(spec) => {
+                let site = spec.name.clone();
+                if self.copies.contains_key(&site) {
+                    return;
+                }
+                self.copies.insert(
+                    site.clone(),
+                    Copy {
+                        role: Role::Master,
+                        epoch: Epoch(1),
+                        chain: Vec::new(),
+                        spec: Some(spec.clone()),
+                        busy: true,
+                        dirty: false,
+                        last_snapshot: now,
+                        failures: 0,
+                        retry_at: now,
+                    },
+                );
+                self.actions.push_back(Action::Create { site, spec });
+            }
+            Event::Delete(site) => {
+                let id = self
+                    .copies
+                    .get(&site)
+                    .and_then(|c| c.spec.as_ref().map(|s| s.id))
+                    .or_else(|| self.site_view(&site).spec.map(|s| s.id));
+                if let Some(id) = id {
+                    self.tombstones.insert(site, id);
+                }
+            }
+            Event::Done(site, outcome) => self.done(site, outcome),
+        }
+        if self.started {
+            self.plan();
+        }
+    }
+
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// When the node next needs a `Tick` (it may be called earlier).
+    pub fn poll_timeout(&self) -> Option<Time> {
+        let mut next: Option<Time> = None;
+        let mut at = |t: Time| next = Some(next.map_or(t, |n| n.min(t)));
+        for c in self.copies.values() {
+            if c.busy {
+                continue;
+            }
+            if c.role == Role::Master && c.dirty {
+                at(c.last_snapshot.plus(self.cfg.snapshot_interval));
+            }
+            if c.failures > 0 {
+                at(c.retry_at);
+            }
+        }
+        next
+    }
+
+    /// The gossip keys this node currently publishes.
+    pub fn published(&self) -> &BTreeMap<String, String> {
+        &self.published
+    }
+
+    /// The local copy of `site`: role, epoch and head.
+    pub fn copy(&self, site: &SiteName) -> Option<(Role, Epoch, Option<Head>)> {
+        self.copies.get(site).map(|c| (c.role, c.epoch, c.head()))
+    }
+
+    fn done(&mut self, site: SiteName, outcome: Outcome) {
+        let now = self.now;
+        let backoff = |failures: u32, cfg: &NodeConfig| {
+            let factor = 1u32 << failures.min(16);
+            cfg.retry_min.saturating_mul(factor).min(cfg.retry_max)
+        };
+        let Some(c) = self.copies.get_mut(&site) else {
+            return;
+        };
+        c.busy = false;
+        match outcome {
+            Outcome::Created(Ok(head)) | Outcome::Snapshot(Ok(head)) => {
+                c.chain.push(head);
+                c.dirty = false;
+                c.last_snapshot = now;
+                if c.chain.len() == 1 {
+                    self.actions.push_back(Action::Persist {
+                        site: site.clone(),
+                        role: c.role,
+                        epoch: c.epoch,
+                    });
+                }
+            }
+            Outcome::Created(Err(_)) => {
+                // Nothing was left behind by the driver: forget the copy.
+                self.copies.remove(&site);
+            }
+            Outcome::Snapshot(Err(_)) => {
+                // Stay dirty; the next interval tries again.
+                c.last_snapshot = now;
+            }
+            Outcome::Pulled(Ok(chain)) => {
+                let first = c.chain.is_empty();
+                c.chain = chain;
+                c.failures = 0;
+                if first {
+                    self.actions.push_back(Action::Persist {
+                        site: site.clone(),
+                        role: c.role,
+                        epoch: c.epoch,
+                    });
+                }
+            }
+            Outcome::Pulled(Err(PullError::Diverged)) => {
+                c.role = Role::Diverged;
+            }
+            Outcome::Pulled(Err(PullError::Failed(_))) | Outcome::Stashed(Err(_)) => {
+                c.failures += 1;
+                c.retry_at = now.plus(backoff(c.failures, &self.cfg));
+            }
+            Outcome::Stashed(Ok(chain)) => {
+                c.chain = chain;
+                c.role = Role::Replica;
+                c.failures = 0;
+            }
+            Outcome::Switched(Ok(())) => {}
+            Outcome::Switched(Err(_)) => {
+                c.failures += 1;
+                c.retry_at = now.plus(backoff(c.failures, &self.cfg));
+            }
+            Outcome::Destroyed(Ok(())) => {
+                self.copies.remove(&site);
+            }
+            Outcome::Destroyed(Err(_)) => {
+                c.failures += 1;
+                c.retry_at = now.plus(backoff(c.failures, &self.cfg));
+            }
+        }
+    }
+
+    fn live_members(&self) -> impl Iterator<Item = (&NodeName, &MemberView)> {
+        self.view
+            .members
+            .iter()
+            .filter(|(n, m)| (m.alive && !m.left) || **n == self.cfg.name)
+    }
+
+    fn quorum(&self) -> Quorum {
+        let known = self
+            .view
+            .members
+            .iter()
+            .filter(|(n, m)| !m.left || **n == self.cfg.name)
+            .count()
+            .max(1);
+        let alive = self.live_members().count().min(known);
+        Quorum {
+            known_members: known,
+            alive_members: alive,
+            guard: self.cfg.quorum_guard,
+        }
+    }
+
+    /// What the view says about `site`; this node's own entry comes from
+    /// its local state, which is never older than what it gossiped.
+    fn site_view(&self, site: &SiteName) -> SiteView {
+        let mut sv = SiteView::default();
+        let mut best_spec: Option<SiteSpec> = None;
+        for (node, m) in &self.view.members {
+            for k in &m.keys {
+                match k {
+                    SiteKey::Copy(s, ck) if s == site && *node != self.cfg.name && !m.left => {
+                        sv.holders.push(Holder {
+                            node: node.clone(),
+                            alive: m.alive,
+                            copy: ck.state(),
+                        });
+                    }
+                    SiteKey::Spec(s, spec)
+                        if s == site
+                            && best_spec
+                                .as_ref()
+                                .is_none_or(|b| (spec.id, spec.version) > (b.id, b.version)) =>
+                    {
+                        best_spec = Some(spec.clone());
+                    }
+                    SiteKey::Deleted(s, id) if s == site => {
+                        sv.deleted.insert(*id);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        if let Some(c) = self.copies.get(site)
+            && let Some(head) = c.head()
+        {
+            sv.holders.push(Holder {
+                node: self.cfg.name.clone(),
+                alive: true,
+                copy: CopyState {
+                    role: c.role,
+                    epoch: c.epoch,
+                    head,
+                },
+            });
+        }
+        if let Some(id) = self.tombstones.get(site) {
+            sv.deleted.insert(*id);
+        }
+        let local_spec = self.copies.get(site).and_then(|c| c.spec.clone());
+        sv.spec = match (local_spec, best_spec) {
+            (Some(l), Some(b)) => Some(if (b.id, b.version) > (l.id, l.version) {
+                b
+            } else {
+                l
+            }),
+            (l, b) => l.or(b),
+        };
+        sv
+    }
+
+    fn sites(&self) -> BTreeSet<SiteName> {
+        let mut sites: BTreeSet<SiteName> = self.copies.keys().cloned().collect();
+        for m in self.view.members.values() {
+            for k in &m.keys {
+                match k {
+                    SiteKey::Copy(s, _) | SiteKey::Spec(s, _) | SiteKey::Deleted(s, _) => {
+                        sites.insert(s.clone());
+                    }
+                }
+            }
+        }
+        sites
+    }
+
+    fn plan(&mut self) {
+        // Adopt every tombstone seen, so a deletion outlives its author.
+        for m in self.view.members.values() {
+            for k in &m.keys {
+                if let SiteKey::Deleted(s, id) = k {
+                    self.tombstones.insert(s.clone(), *id);
+                }
+            }
+        }
+        for site in self.sites() {
+            self.plan_site(&site);
+        }
+        self.publish();
+    }
+
+    fn plan_site(&mut self, site: &SiteName) {
+        let sv = self.site_view(site);
+        let me = self.cfg.name.clone();
+        let now = self.now;
+        let quorum = self.quorum();
+        let decision = election::master(site, &sv.holders, quorum);
+
+        let Some(c) = self.copies.get(site) else {
+            // No copy here: take one if placement wants this node and a
+            // master serves the site.
+            let Some(spec) = sv.spec else { return };
+            if sv.deleted.contains(&spec.id) {
+                return;
+            }
+            let MasterDecision::Keep {
+                node: master,
+                epoch,
+            } = decision
+            else {
+                return;
+            };
+            let live = self
+                .live_members()
+                .map(|(n, m)| (n, m.zone.as_ref()))
+                .collect::<Vec<_>>();
+            let wanted = placement(site, live, usize::from(spec.replicas.max(1)));
+            if master != me && wanted.contains(&me) {
+                self.copies.insert(
+                    site.clone(),
+                    Copy {
+                        role: Role::Replica,
+                        epoch,
+                        chain: Vec::new(),
+                        spec: Some(spec),
+                        busy: true,
+                        dirty: false,
+                        last_snapshot: now,
+                        failures: 0,
+                        retry_at: now,
+                    },
+                );
+                self.actions.push_back(Action::Pull {
+                    site: site.clone(),
+                    from: master,
+                });
+            }
+            return;
+        };
+        if c.busy || now < c.retry_at {
+            return;
+        }
+        let spec_id = c.spec.as_ref().map(|s| s.id);
+        if spec_id.is_some_and(|id| sv.deleted.contains(&id)) {
+            let c = self.copies.get_mut(site).expect("checked above");
+            c.busy = true;
+            self.actions
+                .push_back(Action::Destroy { site: site.clone() });
+            return;
+        }
+        let snapshot_due = c.dirty && now >= c.last_snapshot.plus(self.cfg.snapshot_interval);
+        match c.role {
+            Role::Master => {
+                if should_step_down(site, &me, &sv.holders) {
+                    let epoch = decision.epoch().unwrap_or(c.epoch).max(c.epoch);
+                    let c = self.copies.get_mut(site).expect("checked above");
+                    c.role = Role::Replica;
+                    c.epoch = epoch;
+                    c.busy = true;
+                    self.actions
+                        .push_back(Action::Demote { site: site.clone() });
+                    self.actions.push_back(Action::Persist {
+                        site: site.clone(),
+                        role: Role::Replica,
+                        epoch,
+                    });
+                } else if snapshot_due {
+                    let seq = c.head().map_or(1, |h| h.seq + 1);
+                    let c = self.copies.get_mut(site).expect("checked above");
+                    c.busy = true;
+                    self.actions.push_back(Action::Snapshot {
+                        site: site.clone(),
+                        seq,
+                    });
+                }
+            }
+            Role::Replica => match decision {
+                MasterDecision::Elect { node, epoch } if node == me => {
+                    let c = self.copies.get_mut(site).expect("checked above");
+                    c.role = Role::Master;
+                    c.epoch = epoch;
+                    c.busy = true;
+                    self.actions.push_back(Action::Promote {
+                        site: site.clone(),
+                        epoch,
+                    });
+                    self.actions.push_back(Action::Persist {
+                        site: site.clone(),
+                        role: Role::Master,
+                        epoch,
+                    });
+                }
+                MasterDecision::Keep { node, epoch } if node != me => {
+                    let master_head = sv
+                        .holders
+                        .iter()
+                        .find(|h| h.node == node)
+                        .map(|h| h.copy.head);
+                    let behind = match (c.head(), master_head) {
+                        (_, None) => false,
+                        (None, Some(_)) => true,
+                        (Some(mine), Some(theirs)) => mine != theirs,
+                    };
+                    let c = self.copies.get_mut(site).expect("checked above");
+                    if c.epoch < epoch {
+                        c.epoch = epoch;
+                        self.actions.push_back(Action::Persist {
+                            site: site.clone(),
+                            role: Role::Replica,
+                            epoch,
+                        });
+                    }
+                    if behind {
+                        c.busy = true;
+                        self.actions.push_back(Action::Pull {
+                            site: site.clone(),
+                            from: node,
+                        });
+                    }
+                }
+                _ => {}
+            },
+            Role::Diverged => {
+                if let MasterDecision::Keep { node, .. } = decision
+                    && node != me
+                {
+                    let c = self.copies.get_mut(site).expect("checked above");
+                    c.busy = true;
+                    self.actions.push_back(Action::Stash {
+                        site: site.clone(),
+                        from: node,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Diffs the keys this node should publish against what it published.
+    fn publish(&mut self) {
+        let mut want: BTreeMap<String, String> = BTreeMap::new();
+        for (site, c) in &self.copies {
+            let (Some(head), Some(spec)) = (c.head(), c.spec.as_ref()) else {
+                continue;
+            };
+            want.insert(
+                site::site_key(site),
+                site::encode_copy(&CopyKey {
+                    role: c.role,
+                    epoch: c.epoch,
+                    seq: head.seq,
+                    guid: head.guid,
+                    spec_id: spec.id,
+                }),
+            );
+            if c.role == Role::Master {
+                want.insert(site::spec_key(site), site::encode_spec(spec));
+            }
+        }
+        for (site, id) in &self.tombstones {
+            want.insert(site::deleted_key(site), id.to_string());
+        }
+        let gone: Vec<String> = self
+            .published
+            .keys()
+            .filter(|k| !want.contains_key(*k))
+            .cloned()
+            .collect();
+        for key in gone {
+            self.published.remove(&key);
+            self.actions.push_back(Action::Unpublish { key });
+        }
+        for (key, value) in want {
+            if self.published.get(&key) != Some(&value) {
+                self.published.insert(key.clone(), value.clone());
+                self.actions.push_back(Action::Publish { key, value });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::site::Runtime;
+
+    fn n(s: &str) -> NodeName {
+        s.parse().expect("node name")
+    }
+    fn s(x: &str) -> SiteName {
+        x.parse().expect("site name")
+    }
+    fn spec(site: &str, replicas: u8) -> SiteSpec {
+        SiteSpec {
+            name: s(site),
+            domains: vec![format!("{site}.example").parse().expect("domain")],
+            replicas,
+            runtime: Runtime::Static,
+            id: 7,
+            version: 1,
+        }
+    }
+    fn head(seq: u64) -> Head {
+        Head {
+            seq,
+            guid: 1000 + seq,
+        }
+    }
+    fn member(alive: bool, keys: Vec<SiteKey>) -> MemberView {
+        MemberView {
+            alive,
+            left: false,
+            zone: None,
+            keys,
+        }
+    }
+    fn copy_key(role: Role, epoch: u64, seq: u64) -> CopyKey {
+        CopyKey {
+            role,
+            epoch: Epoch(epoch),
+            seq,
+            guid: 1000 + seq,
+            spec_id: 7,
+        }
+    }
+    fn drain(node: &mut Node) -> Vec<Action> {
+        std::iter::from_fn(|| node.poll_action()).collect()
+    }
+    fn started(name: &str, copies: Vec<LocalCopy>) -> Node {
+        let mut node = Node::new(NodeConfig::new(n(name)));
+        node.handle(Time(0), Event::Start(copies));
+        drain(&mut node);
+        node
+    }
+
+    #[test]
+    fn create_snapshots_and_publishes_as_master() {
+        let mut a = started("a", vec![]);
+        a.handle(Time(1), Event::Create(spec("blog", 3)));
+        assert_eq!(
+            drain(&mut a),
+            vec![Action::Create {
+                site: s("blog"),
+                spec: spec("blog", 3)
+            }]
+        );
+        a.handle(
+            Time(2),
+            Event::Done(s("blog"), Outcome::Created(Ok(head(1)))),
+        );
+        let acts = drain(&mut a);
+        assert!(acts.contains(&Action::Persist {
+            site: s("blog"),
+            role: Role::Master,
+            epoch: Epoch(1)
+        }));
+        assert!(
+            acts.iter()
+                .any(|x| matches!(x, Action::Publish { key, .. } if key == "spec:blog"))
+        );
+        assert_eq!(
+            a.published().get("site:blog").map(String::as_str),
+            Some(site::encode_copy(&copy_key(Role::Master, 1, 1)).as_str())
+        );
+        // Written: a snapshot after the interval, not before.
+        a.handle(Time(3), Event::Written(s("blog")));
+        assert!(drain(&mut a).is_empty());
+        assert_eq!(a.poll_timeout(), Some(Time(1002)));
+        a.handle(Time(1002), Event::Tick);
+        assert_eq!(
+            drain(&mut a),
+            vec![Action::Snapshot {
+                site: s("blog"),
+                seq: 2
+            }]
+        );
+        // Unchanged: no snapshot.
+        a.handle(
+            Time(1003),
+            Event::Done(s("blog"), Outcome::Snapshot(Ok(head(2)))),
+        );
+        drain(&mut a);
+        a.handle(Time(5000), Event::Tick);
+        assert!(drain(&mut a).is_empty());
+    }
+
+    fn master_view(master_alive: bool) -> View {
+        let mut v = View::default();
+        v.members.insert(
+            n("a"),
+            member(
+                master_alive,
+                vec![
+                    SiteKey::Copy(s("blog"), copy_key(Role::Master, 1, 5)),
+                    SiteKey::Spec(s("blog"), spec("blog", 3)),
+                ],
+            ),
+        );
+        v.members.insert(n("b"), member(true, vec![]));
+        v.members.insert(n("c"), member(true, vec![]));
+        v
+    }
+
+    #[test]
+    fn a_placed_node_pulls_a_full_copy_then_follows() {
+        let mut b = started("b", vec![]);
+        b.handle(Time(1), Event::View(master_view(true)));
+        assert_eq!(
+            drain(&mut b),
+            vec![Action::Pull {
+                site: s("blog"),
+                from: n("a")
+            }]
+        );
+        b.handle(
+            Time(2),
+            Event::Done(s("blog"), Outcome::Pulled(Ok(vec![head(1), head(5)]))),
+        );
+        assert_eq!(
+            b.published().get("site:blog").map(String::as_str),
+            Some(site::encode_copy(&copy_key(Role::Replica, 1, 5)).as_str())
+        );
+        assert!(!b.published().contains_key("spec:blog"));
+        assert!(drain(&mut b).contains(&Action::Persist {
+            site: s("blog"),
+            role: Role::Replica,
+            epoch: Epoch(1)
+        }));
+        // A failed pull is retried with backoff, not at once.
+        let mut v = master_view(true);
+        v.members.get_mut(&n("a")).expect("a").keys[0] =
+            SiteKey::Copy(s("blog"), copy_key(Role::Master, 1, 6));
+        b.handle(Time(3), Event::View(v));
+        let acts = drain(&mut b);
+        assert_eq!(acts.len(), 1, "{acts:?}");
+        b.handle(
+            Time(4),
+            Event::Done(
+                s("blog"),
+                Outcome::Pulled(Err(PullError::Failed("x".into()))),
+            ),
+        );
+        assert!(drain(&mut b).is_empty());
+        let retry = b.poll_timeout().expect("a retry is scheduled");
+        assert!(retry > Time(4));
+        b.handle(retry, Event::Tick);
+        assert_eq!(
+            drain(&mut b),
+            vec![Action::Pull {
+                site: s("blog"),
+                from: n("a")
+            }]
+        );
+    }
+
+    #[test]
+    fn the_freshest_replica_promotes_when_the_master_dies_with_quorum() {
+        let local = |seq| LocalCopy {
+            site: s("blog"),
+            role: Role::Replica,
+            epoch: Epoch(1),
+            chain: vec![head(seq)],
+            spec: Some(spec("blog", 3)),
+        };
+        let mut b = started("b", vec![local(5)]);
+        let mut v = master_view(false);
+        v.members.get_mut(&n("c")).expect("c").keys =
+            vec![SiteKey::Copy(s("blog"), copy_key(Role::Replica, 1, 4))];
+        b.handle(Time(1), Event::View(v.clone()));
+        let acts = drain(&mut b);
+        assert_eq!(
+            acts[0],
+            Action::Promote {
+                site: s("blog"),
+                epoch: Epoch(2)
+            }
+        );
+        // Without quorum (only b alive of a, b, c), nothing is promoted.
+        let mut lonely = started("b", vec![local(5)]);
+        v.members.get_mut(&n("c")).expect("c").alive = false;
+        lonely.handle(Time(1), Event::View(v));
+        assert!(
+            !drain(&mut lonely)
+                .iter()
+                .any(|x| matches!(x, Action::Promote { .. }))
+        );
+    }
+
+    #[test]
+    fn a_stale_master_steps_down_and_a_diverged_replica_is_stashed() {
+        let mut a = started(
+            "a",
+            vec![LocalCopy {
+                site: s("blog"),
+                role: Role::Master,
+                epoch: Epoch(1),
+                chain: vec![head(5), head(6)],
+                spec: Some(spec("blog", 3)),
+            }],
+        );
+        let mut v = master_view(true);
+        v.members.get_mut(&n("a")).expect("a").keys.clear();
+        v.members.get_mut(&n("b")).expect("b").keys = vec![
+            SiteKey::Copy(s("blog"), copy_key(Role::Master, 2, 5)),
+            SiteKey::Spec(s("blog"), spec("blog", 3)),
+        ];
+        a.handle(Time(1), Event::View(v));
+        let acts = drain(&mut a);
+        assert_eq!(acts[0], Action::Demote { site: s("blog") });
+        a.handle(Time(2), Event::Done(s("blog"), Outcome::Switched(Ok(()))));
+        assert_eq!(
+            drain(&mut a),
+            vec![Action::Pull {
+                site: s("blog"),
+                from: n("b")
+            }]
+        );
+        a.handle(
+            Time(3),
+            Event::Done(s("blog"), Outcome::Pulled(Err(PullError::Diverged))),
+        );
+        let acts = drain(&mut a);
+        assert!(acts.contains(&Action::Stash {
+            site: s("blog"),
+            from: n("b")
+        }));
+        a.handle(
+            Time(4),
+            Event::Done(s("blog"), Outcome::Stashed(Ok(vec![head(5)]))),
+        );
+        assert_eq!(
+            a.copy(&s("blog")),
+            Some((Role::Replica, Epoch(2), Some(head(5))))
+        );
+    }
+
+    #[test]
+    fn a_tombstone_destroys_copies_and_spreads() {
+        let mut b = started(
+            "b",
+            vec![LocalCopy {
+                site: s("blog"),
+                role: Role::Replica,
+                epoch: Epoch(1),
+                chain: vec![head(5)],
+                spec: Some(spec("blog", 3)),
+            }],
+        );
+        let mut v = master_view(true);
+        v.members
+            .get_mut(&n("c"))
+            .expect("c")
+            .keys
+            .push(SiteKey::Deleted(s("blog"), 7));
+        b.handle(Time(1), Event::View(v));
+        let acts = drain(&mut b);
+        assert!(acts.contains(&Action::Destroy { site: s("blog") }));
+        assert_eq!(
+            b.published().get("deleted:blog").map(String::as_str),
+            Some("7")
+        );
+        b.handle(Time(2), Event::Done(s("blog"), Outcome::Destroyed(Ok(()))));
+        assert!(b.copy(&s("blog")).is_none());
+        assert!(!b.published().contains_key("site:blog"));
+    }
+}
