@@ -1,0 +1,332 @@
+//! The serving engine: listeners, the per-request HTTP path, TLS
+//! passthrough and the master side of tunnels.
+//!
+//! Every connection, whether it arrived on a listener of this node or
+//! through a tunnel from another node, ends in one of two places on the
+//! site's master: [`Proxy::gate`] (the per-site gate, for HTTP requests and
+//! TLS connections alike) and then the site's local backend. A node that is
+//! not the master only finds the site and forwards.
+//!
+//! Memory per connection is bounded: a request head is at most
+//! [`Limits::max_head_len`] bytes, bodies move through fixed 64 KiB
+//! buffers allocated only while a body is moving, and an idle client
+//! connection holds a few KiB.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tracing::{debug, info, warn};
+
+use crate::http::Limits;
+use crate::pool::{Pool, Upstream, UpstreamKey};
+use crate::routes::{Routes, Target};
+use crate::tunnel::{BoxRead, BoxWrite, Protocol, TunnelHeader, Tunnels};
+
+/// Bounds and timeouts of the engine.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    pub limits: Limits,
+    /// A request head must be complete this long after its first byte (for
+    /// the first request: after the connection was accepted); else 408.
+    pub head_timeout: Duration,
+    /// An idle keep-alive connection is closed after this long.
+    pub idle_timeout: Duration,
+    /// Connecting to a backend or opening a tunnel.
+    pub connect_timeout: Duration,
+    /// From the end of the request head to the response head (504 after).
+    pub response_timeout: Duration,
+    /// A body (either way) that makes no progress for this long is cut.
+    pub io_timeout: Duration,
+    /// Kept-alive backend connections per backend address.
+    pub pool_max_idle: usize,
+    pub pool_idle_timeout: Duration,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            limits: Limits::default(),
+            head_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(5),
+            response_timeout: Duration::from_secs(60),
+            io_timeout: Duration::from_secs(120),
+            pool_max_idle: 256,
+            pool_idle_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The engine of one node. Cheap to clone; clones share routes, tunnels
+/// and the backend connection pool.
+#[derive(Clone)]
+pub struct Proxy {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub config: ProxyConfig,
+    routes: watch::Receiver<Arc<Routes>>,
+    pub tunnels: Arc<dyn Tunnels>,
+    pub pool: Pool,
+}
+
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxy")
+            .field("config", &self.inner.config)
+            .field("idle_upstreams", &self.inner.pool.idle_len())
+            .finish()
+    }
+}
+
+impl Proxy {
+    pub fn new(
+        config: ProxyConfig,
+        routes: watch::Receiver<Arc<Routes>>,
+        tunnels: Arc<dyn Tunnels>,
+    ) -> Proxy {
+        let pool = Pool::new(config.pool_max_idle, config.pool_idle_timeout);
+        Proxy {
+            inner: Arc::new(Inner {
+                config,
+                routes,
+                tunnels,
+                pool,
+            }),
+        }
+    }
+
+    pub fn config(&self) -> &ProxyConfig {
+        &self.inner.config
+    }
+
+    /// The latest routing snapshot.
+    pub fn routes(&self) -> Arc<Routes> {
+        self.inner.routes.borrow().clone()
+    }
+
+    /// Serves HTTP/1.1 on `listener` until the returned future is dropped
+    /// (which also ends every connection it accepted). Returns only on a
+    /// listener error that retrying cannot fix.
+    pub async fn serve_http(&self, listener: TcpListener) -> io::Result<()> {
+        self.accept_loop(listener, |proxy, stream, peer| async move {
+            let (r, w) = stream.into_split();
+            crate::h1::serve_connection(&proxy, r, w, peer, None).await;
+        })
+        .await
+    }
+
+    /// Serves TLS passthrough on `listener`, routed by SNI, until dropped.
+    pub async fn serve_https(&self, listener: TcpListener) -> io::Result<()> {
+        self.accept_loop(listener, |proxy, stream, peer| async move {
+            crate::passthrough::serve_tls(&proxy, stream, peer).await;
+        })
+        .await
+    }
+
+    async fn accept_loop<F, Fut>(&self, listener: TcpListener, handle: F) -> io::Result<()>
+    where
+        F: Fn(Proxy, TcpStream, SocketAddr) -> Fut,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        // Owning the connection tasks here means dropping this future ends
+        // them all: nothing outlives the listener.
+        if let Ok(addr) = listener.local_addr() {
+            info!(%addr, "listening");
+        }
+        let mut conns = JoinSet::new();
+        loop {
+            while conns.try_join_next().is_some() {}
+            let (stream, peer) = match listener.accept().await {
+                Ok(x) => x,
+                Err(e) if is_transient_accept_error(&e) => {
+                    warn!(error = %e, "accept failed; retrying shortly");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            // Small heads and responses must not wait for Nagle.
+            let _ = stream.set_nodelay(true);
+            conns.spawn(handle(self.clone(), stream, peer));
+        }
+    }
+
+    /// Handles a stream that another node opened to this one (the master
+    /// side of [`Tunnels::open`]), after its header was read. Returns when
+    /// the stream is done.
+    pub async fn serve_tunnel<R, W>(&self, header: TunnelHeader, reader: R, writer: W)
+    where
+        R: AsyncRead + Send + Unpin,
+        W: AsyncWrite + Send + Unpin,
+    {
+        debug!(site = %header.site, client = %header.client_addr, protocol = ?header.protocol, "tunnel in");
+        match header.protocol {
+            Protocol::Http => {
+                crate::h1::serve_connection(
+                    self,
+                    reader,
+                    writer,
+                    header.client_addr,
+                    Some(header.site),
+                )
+                .await
+            }
+            Protocol::Tls => {
+                crate::passthrough::serve_tls_tunnel(self, &header, reader, writer).await
+            }
+        }
+    }
+
+    /// THE PER-SITE GATE (migration hook). Every HTTP request and every TLS
+    /// connection that this node serves as the site's master passes here
+    /// first, whether it arrived directly or through a tunnel, just before
+    /// it reaches the site's backend.
+    ///
+    /// Today the gate is always open. Live migration will make it hold new
+    /// work while paused (bounded by a timeout), count in-flight work so
+    /// the pause can wait for it to finish, and send queued work to the new
+    /// master on redirect. Keep this the only way to the local backend.
+    pub(crate) async fn gate(&self, site: &str) -> GateDecision {
+        let _ = site;
+        GateDecision::Open
+    }
+
+    /// A backend connection: from the pool, or a new one.
+    pub(crate) async fn connect_backend(&self, addr: SocketAddr) -> Result<Upstream, ConnectError> {
+        if let Some(up) = self.inner.pool.take(&UpstreamKey::Tcp(addr)) {
+            return Ok(up);
+        }
+        let stream =
+            tokio::time::timeout(self.inner.config.connect_timeout, TcpStream::connect(addr))
+                .await
+                .map_err(|_| ConnectError::Timeout)?
+                .map_err(ConnectError::Io)?;
+        let _ = stream.set_nodelay(true);
+        let (r, w) = stream.into_split();
+        Ok(Upstream::new(Box::new(r), Box::new(w)))
+    }
+
+    /// A new tunnel to `node`.
+    pub(crate) async fn open_tunnel(
+        &self,
+        node: &str,
+        header: TunnelHeader,
+    ) -> Result<(BoxRead, BoxWrite), ConnectError> {
+        tokio::time::timeout(
+            self.inner.config.connect_timeout,
+            self.inner.tunnels.open(node, header),
+        )
+        .await
+        .map_err(|_| ConnectError::Timeout)?
+        .map_err(ConnectError::Io)
+    }
+
+    pub(crate) fn pool(&self) -> &Pool {
+        &self.inner.pool
+    }
+
+    /// Where a TLS connection for server name `sni` goes from this node.
+    pub(crate) fn tls_route(&self, sni: &str) -> TlsRoute {
+        let routes = self.routes();
+        match routes.site_for_host(sni) {
+            None => TlsRoute::Refuse("unknown server name"),
+            Some(site) => Self::tls_target(site, routes.target(site)),
+        }
+    }
+
+    /// Where a TLS connection for `site` goes from this node.
+    pub(crate) fn tls_route_site(&self, site: &str) -> TlsRoute {
+        Self::tls_target(site, self.routes().target(site))
+    }
+
+    fn tls_target(site: &str, target: Option<&Target>) -> TlsRoute {
+        match target {
+            None => TlsRoute::Refuse("site has no target"),
+            Some(Target::Local {
+                tls: Some(addr), ..
+            }) => TlsRoute::Local {
+                site: site.to_owned(),
+                addr: *addr,
+            },
+            Some(Target::Local { tls: None, .. }) => TlsRoute::Refuse("site serves no TLS"),
+            Some(Target::Remote { node }) => TlsRoute::Remote {
+                site: site.to_owned(),
+                node: node.clone(),
+            },
+            Some(Target::Unavailable { .. }) => TlsRoute::Refuse("site's master unknown"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum GateDecision {
+    Open,
+}
+
+#[derive(Debug)]
+pub(crate) enum TlsRoute {
+    Refuse(&'static str),
+    Local { site: String, addr: SocketAddr },
+    Remote { site: String, node: String },
+}
+
+#[derive(Debug)]
+pub(crate) enum ConnectError {
+    Timeout,
+    Io(io::Error),
+}
+
+fn is_transient_accept_error(e: &io::Error) -> bool {
+    // Out of descriptors or a connection reset before accept: the listener
+    // itself is fine.
+    !matches!(
+        e.kind(),
+        io::ErrorKind::InvalidInput | io::ErrorKind::NotConnected | io::ErrorKind::Unsupported
+    )
+}
+
+/// Copies `r` to `w` with a 64 KiB buffer until EOF, then shuts `w` down.
+pub(crate) async fn copy_half<R, W>(r: &mut R, w: &mut W) -> io::Result<u64>
+where
+    R: AsyncRead + Unpin + ?Sized,
+    W: AsyncWrite + Unpin + ?Sized,
+{
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; crate::pool::IO_BUF];
+    let mut total = 0u64;
+    loop {
+        let n = r.read(&mut buf).await?;
+        if n == 0 {
+            let _ = w.shutdown().await;
+            return Ok(total);
+        }
+        w.write_all(&buf[..n]).await?;
+        total += n as u64;
+    }
+}
+
+/// Splices two byte streams both ways until both directions ended. A
+/// half-close is passed on; an error on either direction ends both.
+pub(crate) async fn splice<R1, W1, R2, W2>(ar: &mut R1, aw: &mut W1, br: &mut R2, bw: &mut W2)
+where
+    R1: AsyncRead + Unpin + ?Sized,
+    W1: AsyncWrite + Unpin + ?Sized,
+    R2: AsyncRead + Unpin + ?Sized,
+    W2: AsyncWrite + Unpin + ?Sized,
+{
+    let a2b = copy_half(ar, bw);
+    let b2a = copy_half(br, aw);
+    tokio::pin!(a2b, b2a);
+    tokio::select! {
+        r = &mut a2b => if r.is_ok() { let _ = b2a.await; },
+        r = &mut b2a => if r.is_ok() { let _ = a2b.await; },
+    }
+}
