@@ -2,12 +2,23 @@
 //! in-memory queue of serialized datagrams, ordered by simulated delivery
 //! time.
 //!
-//! Every message is serialized to bytes on send (so sizes are the real
-//! wire sizes) and deserialized on delivery. Per-link delay, jitter, loss,
-//! reordering and partitions are drawn from the network's own seeded
-//! [`SimRng`]. Delivery happens in one task ([`deliver_forever`]) that pops
-//! the queue in `(time, sequence)` order, so two messages due at the same
-//! instant are always delivered in the order they were sent.
+//! Messages travel as the `ChitchatMessage` values chitchat handed to the
+//! socket; their size is chitchat's own `serialized_len()`, the exact number
+//! of bytes the wire would carry. Encoding and decoding every message cost a
+//! quarter of a simulation's time and change nothing: chitchat's encoding
+//! round-trips exactly (`Delta` even stores its encoded length). With
+//! [`LinkConfig::wire_check`] every message is also encoded, decoded and
+//! compared with the original, and the length checked. That run's trace
+//! differs from a plain one (still deterministic): decoding a `Delta` builds
+//! a `HashSet`, and every new `RandomState` advances this thread's std hash
+//! keys, which chitchat's peer choice (a `HashSet` walk) depends on. The
+//! same holds for any `HashMap` the simulator or the model creates.
+//!
+//! Per-link delay, jitter, loss, reordering and partitions are drawn from
+//! the network's own seeded [`SimRng`]. Delivery happens in one task
+//! ([`deliver_forever`]) that pops the queue in `(time, sequence)` order, so
+//! two messages due at the same instant are always delivered in the order
+//! they were sent.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -23,6 +34,7 @@ use chitchat::{ChitchatMessage, Deserializable, Serializable};
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 
+use crate::node::node_index;
 use crate::rng::SimRng;
 use crate::world::{Shared, lock};
 
@@ -43,6 +55,9 @@ pub struct LinkConfig {
     /// Datagrams queued at a receiver before further ones are dropped (a
     /// socket buffer).
     pub mailbox_capacity: usize,
+    /// Encode and decode every message and check that the copy equals the
+    /// original (slower, and a different trace: see the module docs).
+    pub wire_check: bool,
 }
 
 impl Default for LinkConfig {
@@ -55,6 +70,7 @@ impl Default for LinkConfig {
             reorder: 0.01,
             reorder_delay: Duration::from_millis(30),
             mailbox_capacity: 1024,
+            wire_check: false,
         }
     }
 }
@@ -104,8 +120,9 @@ struct Mailbox {
 struct Packet {
     from: SocketAddr,
     to: SocketAddr,
-    bytes: Vec<u8>,
-    kind: &'static str,
+    message: ChitchatMessage,
+    /// Encoded size.
+    len: usize,
 }
 
 /// The network's state; lives inside the [`crate::world::World`].
@@ -121,7 +138,6 @@ pub(crate) struct Network {
     queue: BTreeMap<(Instant, u64), Packet>,
     next_seq: u64,
     pub(crate) stats: NetStats,
-    names: BTreeMap<SocketAddr, Arc<str>>,
 }
 
 impl Network {
@@ -137,19 +153,6 @@ impl Network {
             queue: BTreeMap::new(),
             next_seq: 0,
             stats: NetStats::default(),
-            names: BTreeMap::new(),
-        }
-    }
-
-    /// Names `addr` in the trace (`n3` rather than `10.0.0.4:7280`).
-    pub(crate) fn set_name(&mut self, addr: SocketAddr, name: Arc<str>) {
-        self.names.insert(addr, name);
-    }
-
-    fn name(&self, addr: SocketAddr) -> Arc<str> {
-        match self.names.get(&addr) {
-            Some(name) => name.clone(),
-            None => addr.to_string().into(),
         }
     }
 
@@ -224,19 +227,20 @@ impl SimTransport {
         }))
     }
 
-    fn send_now(&self, from: SocketAddr, to: SocketAddr, message: &ChitchatMessage) {
-        let mut bytes = Vec::with_capacity(message.serialized_len());
-        message.serialize(&mut bytes);
-        let kind = kind(message);
+    fn send_now(&self, from: SocketAddr, to: SocketAddr, message: ChitchatMessage) {
+        let len = message.serialized_len();
+        let kind = kind(&message);
         let mut guard = lock(&self.world);
         let world = &mut *guard;
         let at = world.elapsed();
         let net = &mut world.net;
-        let len = bytes.len();
+        if net.config.wire_check {
+            check_wire(&message, len);
+        }
         net.stats.sent += 1;
         net.stats.sent_bytes += len as u64;
         net.stats.largest = net.stats.largest.max(len);
-        let (src, dst) = (net.name(from), net.name(to));
+        let (src, dst) = (Peer(from), Peer(to));
         if !net.passes(from.ip(), to.ip()) {
             net.stats.dropped_cut += 1;
             world
@@ -269,8 +273,8 @@ impl SimTransport {
             Packet {
                 from,
                 to,
-                bytes,
-                kind,
+                message,
+                len,
             },
         );
         drop(guard);
@@ -294,8 +298,8 @@ impl SimTransport {
                 break;
             }
             let packet = entry.remove();
-            let len = packet.bytes.len();
-            let (src, dst, kind) = (net.name(packet.from), net.name(packet.to), packet.kind);
+            let (src, dst) = (Peer(packet.from), Peer(packet.to));
+            let (kind, len) = (kind(&packet.message), packet.len);
             if !net.passes(packet.from.ip(), packet.to.ip()) {
                 net.stats.dropped_cut += 1;
                 world
@@ -310,13 +314,7 @@ impl SimTransport {
                     .record(at, format_args!("drop down {src}>{dst} {kind} {len}"));
                 continue;
             };
-            let message = match ChitchatMessage::deserialize(&mut &packet.bytes[..]) {
-                Ok(message) => message,
-                // We serialized these bytes ourselves: failing to read them
-                // back is a bug in the simulator or in chitchat.
-                Err(err) => panic!("cannot deserialize a {kind} message of {len} bytes: {err:#}"),
-            };
-            match mailbox.tx.try_send((packet.from, message)) {
+            match mailbox.tx.try_send((packet.from, packet.message)) {
                 Ok(()) => {
                     net.stats.delivered += 1;
                     net.stats.delivered_bytes += len as u64;
@@ -331,6 +329,33 @@ impl SimTransport {
                         .record(at, format_args!("drop full {src}>{dst} {kind} {len}"));
                 }
             }
+        }
+    }
+}
+
+/// Encodes `message`, decodes the bytes and checks that the copy equals the
+/// original and that `serialized_len` told the truth. A failure is a bug in
+/// chitchat's encoding (or in this crate's assumption that it round-trips).
+fn check_wire(message: &ChitchatMessage, len: usize) {
+    let mut bytes = Vec::with_capacity(len);
+    message.serialize(&mut bytes);
+    assert_eq!(bytes.len(), len, "serialized_len disagrees with serialize");
+    let copy = match ChitchatMessage::deserialize(&mut &bytes[..]) {
+        Ok(copy) => copy,
+        Err(err) => panic!("cannot decode a message of {len} bytes just encoded: {err:#}"),
+    };
+    assert!(copy == *message, "a message changed through encoding");
+}
+
+/// A node's address as the trace prints it: `n3` for the simulated node 3
+/// (see [`crate::node::node_ip`]), the address itself otherwise.
+struct Peer(SocketAddr);
+
+impl fmt::Display for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match node_index(self.0) {
+            Some(index) => write!(f, "n{index}"),
+            None => write!(f, "{}", self.0),
         }
     }
 }
@@ -390,7 +415,7 @@ impl Socket for SimSocket {
         Self: 'async_trait,
     {
         Box::pin(async move {
-            self.transport.send_now(self.addr, to, &msg);
+            self.transport.send_now(self.addr, to, msg);
             Ok(())
         })
     }

@@ -1,18 +1,25 @@
 //! One simulated node: a name, an address and, while it runs, a generation
-//! of real chitchat on the simulated network.
+//! of real chitchat on the simulated network, configured exactly as the
+//! daemon configures it (from [`model::GossipSettings`]).
 //!
-//! The node is the unit the simulator crashes, restarts and (later) drives:
-//! it will also own the node's `model::Node` state machine, fed with the
-//! membership it observes here.
+//! The node is the unit the simulator crashes, restarts and drives. Its
+//! parts split along what a crash keeps:
+//!
+//! - [`Running`] is memory: the chitchat instance and the tasks around it.
+//!   A crash drops it. The node's `model::Node` state machine goes here
+//!   when the model has one (fed with the live set the observer sees, its
+//!   actions applied by the simulator), next to `chitchat`.
+//! - [`SimNode`]'s own fields outlive crashes: identity, address and the
+//!   generation counter; the node's disk (an in-memory `SnapshotStore`)
+//!   goes here too, since a restart keeps its disk.
 
-use std::collections::BTreeSet;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use chitchat::{ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig, spawn_chitchat};
+use model::GossipSettings;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -28,12 +35,12 @@ pub(crate) struct NodeContext {
     pub(crate) world: Shared,
     pub(crate) transport: SimTransport,
     pub(crate) cluster_id: String,
-    pub(crate) gossip_interval: Duration,
-    pub(crate) seeds: Vec<String>,
+    pub(crate) gossip: GossipSettings,
+    pub(crate) seeds: Vec<SocketAddr>,
     pub(crate) failure_detector: FailureDetectorConfig,
 }
 
-/// A running generation.
+/// A running generation: everything a crash loses.
 struct Running {
     id: ChitchatId,
     chitchat: ChitchatHandle,
@@ -80,6 +87,20 @@ pub fn node_ip(index: usize) -> IpAddr {
     let n = index + 1;
     assert!(n < 1 << 16, "at most 65535 simulated nodes");
     IpAddr::V4(Ipv4Addr::new(10, 0, (n >> 8) as u8, (n & 0xff) as u8))
+}
+
+/// The index of the simulated node at `addr`, the inverse of [`node_ip`]
+/// on the gossip port.
+pub fn node_index(addr: SocketAddr) -> Option<usize> {
+    match addr.ip() {
+        IpAddr::V4(ip) if addr.port() == GOSSIP_PORT => match ip.octets() {
+            [10, 0, hi, lo] if (hi, lo) != (0, 0) => {
+                Some((usize::from(hi) << 8 | usize::from(lo)) - 1)
+            }
+            _ => None,
+        },
+        _ => None,
+    }
 }
 
 impl SimNode {
@@ -129,15 +150,21 @@ impl SimNode {
         let config = ChitchatConfig {
             chitchat_id: id.clone(),
             cluster_id: ctx.cluster_id.clone(),
-            gossip_interval: ctx.gossip_interval,
+            gossip_interval: ctx.gossip.interval,
             listen_addr: self.addr,
-            seed_nodes: ctx.seeds.clone(),
+            // As the daemon does: a node is never its own seed.
+            seed_nodes: ctx
+                .seeds
+                .iter()
+                .filter(|s| **s != self.addr)
+                .map(|s| s.to_string())
+                .collect(),
             failure_detector_config: ctx.failure_detector.clone(),
-            marked_for_deletion_grace_period: Duration::from_secs(3600),
+            marked_for_deletion_grace_period: ctx.gossip.dead_node_grace,
             catchup_callback: None,
             extra_liveness_predicate: None,
         };
-        lock(&ctx.world).members.node_up(self.index, id.clone());
+        lock(&ctx.world).node_up(self.index, id.clone());
         let chitchat = spawn_chitchat(config, Vec::new(), &ctx.transport)
             .await
             .with_context(|| format!("cannot start chitchat on {}", self.name))?;
@@ -185,8 +212,10 @@ async fn observe(
     mut watcher: watch::Receiver<std::collections::BTreeMap<ChitchatId, chitchat::NodeState>>,
 ) {
     loop {
-        let live: BTreeSet<ChitchatId> = watcher.borrow_and_update().keys().cloned().collect();
-        lock(&world).on_view(index, &id, live);
+        {
+            let live = watcher.borrow_and_update();
+            lock(&world).on_view(index, &id, live.keys());
+        }
         if watcher.changed().await.is_err() {
             return;
         }

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
 use chitchat::FailureDetectorConfig;
+use model::GossipSettings;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -101,16 +102,25 @@ impl fmt::Display for Faults {
 pub struct SimConfig {
     pub seed: u64,
     pub nodes: usize,
+    /// Sites to host. Stored for the model integration; nothing reads it
+    /// yet.
+    pub sites: usize,
     pub duration: Duration,
-    pub gossip_interval: Duration,
+    /// Gossip timing: the daemon's own settings, so the simulator runs
+    /// what production runs.
+    pub gossip: GossipSettings,
+    /// Replaces the failure detector's prior
+    /// ([`GossipSettings::initial_interval`]), for experiments only.
+    pub fd_initial_interval: Option<Duration>,
     pub faults: Faults,
     /// Mean time between two fault starts.
     pub fault_gap: Duration,
     /// A crashed node's downtime, a partition's or loss episode's length:
     /// uniform in this range.
     pub fault_length: (Duration, Duration),
+    /// The loss rate of a loss episode: uniform in this range.
+    pub episode_loss: (f64, f64),
     pub link: LinkConfig,
-    pub failure_detector: FailureDetectorConfig,
     /// `None`: derived from the gossip interval ([`SimConfig::bounds`]).
     pub suspect_bound: Option<Duration>,
     pub converge_bound: Option<Duration>,
@@ -123,16 +133,32 @@ impl SimConfig {
         Self {
             seed,
             nodes,
+            sites: 0,
             duration,
-            gossip_interval: Duration::from_millis(200),
+            gossip: GossipSettings::default(),
+            fd_initial_interval: None,
             faults: Faults::default(),
             fault_gap: Duration::from_secs(4),
             fault_length: (Duration::from_secs(2), Duration::from_secs(10)),
+            episode_loss: (0.01, 0.05),
             link: LinkConfig::default(),
-            failure_detector: FailureDetectorConfig::default(),
             suspect_bound: None,
             converge_bound: None,
             trace_path: None,
+        }
+    }
+
+    /// chitchat's failure detector as the daemon configures it from
+    /// [`GossipSettings`] (`gossip::Gossip::start` builds the same struct;
+    /// keep the two in step).
+    pub fn failure_detector(&self) -> FailureDetectorConfig {
+        FailureDetectorConfig {
+            phi_threshold: self.gossip.phi_threshold,
+            initial_interval: self
+                .fd_initial_interval
+                .unwrap_or_else(|| self.gossip.initial_interval()),
+            dead_node_grace_period: self.gossip.dead_node_grace,
+            ..FailureDetectorConfig::default()
         }
     }
 
@@ -143,11 +169,11 @@ impl SimConfig {
     /// first hears of a dead node (after a heal, or when it restarts) from
     /// stale gossip starts a fresh sampling window whose mean is dominated by
     /// the prior (`initial_interval`, weight 5), and keeps that node live for
-    /// up to about `phi_threshold × initial_interval` (≈ 34–41 s with the
-    /// defaults).
+    /// up to about `phi_threshold × initial_interval` (≈ 2–3 s with the
+    /// production settings, ≈ 34–41 s with chitchat's own 5 s prior).
     pub fn bounds(&self) -> Bounds {
-        let interval = self.gossip_interval;
-        let fd = &self.failure_detector;
+        let interval = self.gossip.interval;
+        let fd = self.failure_detector();
         let zombie = fd.initial_interval.mul_f64(1.5 * fd.phi_threshold.max(0.0));
         Bounds {
             suspect: self
@@ -164,8 +190,8 @@ impl SimConfig {
     /// not end before its views converged after the last fault or the
     /// convergence bound expired (so the invariant is always checked).
     pub fn fault_window(&self) -> (Duration, Duration) {
-        let start = (self.gossip_interval * 10).max(Duration::from_secs(5));
-        let tail = (self.gossip_interval * 25).max(Duration::from_secs(10));
+        let start = (self.gossip.interval * 10).max(Duration::from_secs(5));
+        let tail = (self.gossip.interval * 25).max(Duration::from_secs(10));
         let end = self.duration.saturating_sub(tail);
         (start, end.max(start))
     }
@@ -193,11 +219,20 @@ impl FaultCounts {
 pub struct Report {
     pub seed: u64,
     pub nodes: usize,
+    pub sites: usize,
     pub simulated: Duration,
     pub net: NetStats,
     pub faults: FaultCounts,
     pub departures: Vec<Departure>,
     pub heal_convergence: Vec<Duration>,
+    /// Per failover: from the master's departure until a new master serves
+    /// the site. Measured once the simulator runs `model::Node`; empty
+    /// until then.
+    pub failover: Vec<Duration>,
+    /// Per replicated snapshot: from the master taking it until every live
+    /// replica holds it. Measured once the simulator runs `model::Node`;
+    /// empty until then.
+    pub replication_lag: Vec<Duration>,
     pub trace_hash: u64,
     pub trace_lines: u64,
     /// Bytes the simulation's thread drew through `getrandom` (zero when
@@ -259,7 +294,7 @@ pub fn run(config: &SimConfig) -> anyhow::Result<Report> {
     if config.nodes == 0 {
         bail!("a simulation needs at least one node");
     }
-    if config.gossip_interval.is_zero() {
+    if config.gossip.interval.is_zero() {
         bail!("the gossip interval must be positive");
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -310,21 +345,18 @@ impl Simulation {
             None => Trace::new(),
         };
         let nodes: Vec<SimNode> = (0..config.nodes).map(SimNode::new).collect();
-        let mut net = Network::new(SimRng::derive(config.seed, 1), config.link.clone());
-        for node in &nodes {
-            net.set_name(node.addr, node.name.clone());
-        }
+        let net = Network::new(SimRng::derive(config.seed, 1), config.link.clone());
         let members = Membership::new((0..config.nodes).map(node_ip).collect(), config.bounds());
         let world: Shared = Arc::new(Mutex::new(World::new(start, trace, net, members)));
         let transport = SimTransport::new(world.clone(), Arc::new(Notify::new()));
-        let seeds = nodes.iter().take(3).map(|n| n.addr.to_string()).collect();
+        let seeds = nodes.iter().take(3).map(|n| n.addr).collect();
         let ctx = NodeContext {
             world: world.clone(),
             transport,
             cluster_id: "ringhost-sim".to_string(),
-            gossip_interval: config.gossip_interval,
+            gossip: config.gossip.clone(),
             seeds,
-            failure_detector: config.failure_detector.clone(),
+            failure_detector: config.failure_detector(),
         };
         let window = config.fault_window();
         Ok(Self {
@@ -363,7 +395,7 @@ impl Simulation {
             "start seed={} nodes={} interval={}us faults={}",
             self.config.seed,
             self.config.nodes,
-            self.config.gossip_interval.as_micros(),
+            self.config.gossip.interval.as_micros(),
             self.config.faults
         ));
         tokio::spawn(deliver_forever(self.ctx.transport.clone()));
@@ -371,7 +403,7 @@ impl Simulation {
             let id = self.nodes[index].start(&self.ctx).await?;
             self.trace(format_args!("up {}", Short(&id)));
         }
-        let check_every = (self.config.gossip_interval / 2).min(Duration::from_millis(100));
+        let check_every = (self.config.gossip.interval / 2).min(Duration::from_millis(100));
         self.schedule(check_every, Action::Check);
         self.schedule(self.config.duration, Action::End);
         if self.config.faults.any() && self.window.0 < self.window.1 {
@@ -413,7 +445,11 @@ impl Simulation {
                     self.fault_event(false);
                 }
                 Action::Heal => {
-                    lock(&self.world).net.cuts.clear();
+                    {
+                        let mut world = lock(&self.world);
+                        world.net.cuts.clear();
+                        world.cuts_changed();
+                    }
                     self.partitioned = false;
                     self.trace(format_args!("heal"));
                     self.fault_event(true);
@@ -433,11 +469,14 @@ impl Simulation {
         Ok(Report {
             seed: self.config.seed,
             nodes: self.config.nodes,
+            sites: self.config.sites,
             simulated,
             net: world.net.stats.clone(),
             faults: self.counts.clone(),
             departures: world.members.departures.clone(),
             heal_convergence: world.members.heal_convergence.clone(),
+            failover: Vec::new(),
+            replication_lag: Vec::new(),
             trace_hash: world.trace.hash(),
             trace_lines: world.trace.lines(),
             entropy_bytes: entropy::bytes_drawn(),
@@ -503,7 +542,7 @@ impl Simulation {
                     let mut world = lock(&self.world);
                     let at = world.elapsed();
                     world.trace.record(at, format_args!("crash {}", Short(&id)));
-                    world.members.node_down(index, DepartureKind::Crash, at);
+                    world.node_down(index, DepartureKind::Crash);
                 }
                 let back = self.fault_end();
                 self.schedule(back, Action::Restart(index));
@@ -516,7 +555,7 @@ impl Simulation {
                     let mut world = lock(&self.world);
                     let at = world.elapsed();
                     world.trace.record(at, format_args!("leave {}", Short(&id)));
-                    world.members.node_down(index, DepartureKind::Leave, at);
+                    world.node_down(index, DepartureKind::Leave);
                 }
                 self.fault_event(false);
             }
@@ -535,7 +574,11 @@ impl Simulation {
                     b: order[size..].iter().map(|&i| node_ip(i)).collect(),
                     one_way,
                 };
-                lock(&self.world).net.cuts.push(cut);
+                {
+                    let mut world = lock(&self.world);
+                    world.net.cuts.push(cut);
+                    world.cuts_changed();
+                }
                 self.partitioned = true;
                 self.counts.partitions += 1;
                 if one_way {
@@ -552,7 +595,8 @@ impl Simulation {
                 self.fault_event(false);
             }
             "loss" => {
-                let rate = 0.05 + 0.25 * self.rng.unit();
+                let (lo, hi) = self.config.episode_loss;
+                let rate = lo + (hi - lo) * self.rng.unit();
                 lock(&self.world).net.extra_loss = rate;
                 self.lossy = true;
                 self.counts.loss_episodes += 1;

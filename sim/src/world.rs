@@ -17,6 +17,7 @@ use chitchat::ChitchatId;
 use tokio::time::Instant;
 
 use crate::net::Network;
+use crate::node::node_index;
 use crate::trace::Trace;
 
 pub(crate) type Shared = Arc<Mutex<World>>;
@@ -50,26 +51,58 @@ impl World {
     }
 
     /// Records a new membership view of node `index` (its chitchat's live
-    /// set, self included).
-    pub(crate) fn on_view(&mut self, index: usize, id: &ChitchatId, live: BTreeSet<ChitchatId>) {
+    /// set, self included). Costs only the difference from the last view,
+    /// so the frequent updates that change no membership (a live node's
+    /// keys changed) are cheap.
+    pub(crate) fn on_view<'a>(
+        &mut self,
+        index: usize,
+        id: &ChitchatId,
+        live: impl Iterator<Item = &'a ChitchatId>,
+    ) {
         let at = self.elapsed();
-        let members = &mut self.members;
-        let member = &mut members.members[index];
-        if member.up.as_ref() != Some(id) {
+        if self.members.members[index].up.as_ref() != Some(id) {
             // A late report from a generation that has since crashed.
             return;
         }
-        for gone in member.view.difference(&live) {
-            self.trace
-                .record(at, format_args!("view {} -{}", Short(id), Short(gone)));
+        let (gone, added) = diff(&self.members.members[index].view, live);
+        if gone.is_empty() && added.is_empty() {
+            return;
         }
-        for new in live.difference(&member.view) {
+        for g in &gone {
             self.trace
-                .record(at, format_args!("view {} +{}", Short(id), Short(new)));
+                .record(at, format_args!("view {} -{}", Short(id), Short(g)));
         }
-        member.view = live;
-        members.update_departures(at);
-        if let Some(took) = members.try_converge(at) {
+        for a in &added {
+            self.trace
+                .record(at, format_args!("view {} +{}", Short(id), Short(a)));
+        }
+        self.members.apply_view(index, gone, added, at, &self.net);
+        self.after_change(at);
+    }
+
+    /// Node `index` runs generation `id` from now on.
+    pub(crate) fn node_up(&mut self, index: usize, id: ChitchatId) {
+        let at = self.elapsed();
+        self.members.node_up(index, id, at, &self.net);
+        self.after_change(at);
+    }
+
+    /// Node `index` crashed or left.
+    pub(crate) fn node_down(&mut self, index: usize, kind: DepartureKind) {
+        let at = self.elapsed();
+        self.members.node_down(index, kind, at, &self.net);
+        self.after_change(at);
+    }
+
+    /// The partitions changed: which pairs of nodes can hear each other.
+    pub(crate) fn cuts_changed(&mut self) {
+        let at = self.elapsed();
+        self.members.refresh_suspects(at, &self.net);
+    }
+
+    fn after_change(&mut self, at: Duration) {
+        if let Some(took) = self.members.try_converge(at) {
             self.trace.record(
                 at,
                 format_args!(
@@ -82,25 +115,48 @@ impl World {
     }
 
     /// Checks the membership invariants at the current simulated time.
+    /// Cheap: the bookkeeping is kept up to date as views change.
     pub(crate) fn check(&mut self) -> Option<Violation> {
         let at = self.elapsed();
-        if let Some(took) = self.members.try_converge(at) {
-            self.trace.record(
-                at,
-                format_args!(
-                    "converged {}.{:06}s after heal",
-                    took.as_secs(),
-                    took.subsec_micros()
-                ),
-            );
-        }
-        let violation = self.members.check(at, &self.net);
+        self.after_change(at);
+        let violation = self.members.check(at);
         if let Some(violation) = &violation {
             self.trace
                 .record(at, format_args!("violation {}", violation.what));
         }
         violation
     }
+}
+
+/// The ids of `old` missing from `new`, and those of `new` missing from
+/// `old`; `new` must be sorted, as a `BTreeMap`'s keys are. One merge pass,
+/// no allocation while nothing changed.
+fn diff<'a>(
+    old: &BTreeSet<ChitchatId>,
+    new: impl Iterator<Item = &'a ChitchatId>,
+) -> (Vec<ChitchatId>, Vec<ChitchatId>) {
+    let (mut gone, mut added) = (Vec::new(), Vec::new());
+    let mut old = old.iter().peekable();
+    for id in new {
+        loop {
+            match old.peek() {
+                Some(&o) if o < id => {
+                    gone.push(o.clone());
+                    old.next();
+                }
+                Some(&o) if o == id => {
+                    old.next();
+                    break;
+                }
+                _ => {
+                    added.push(id.clone());
+                    break;
+                }
+            }
+        }
+    }
+    gone.extend(old.cloned());
+    (gone, added)
 }
 
 /// `n3/g1`: a chitchat id as the trace prints it.
@@ -161,14 +217,35 @@ struct Member {
     up: Option<ChitchatId>,
     ip: IpAddr,
     view: BTreeSet<ChitchatId>,
+    /// How many ids in `view` are up now, and how many are not: the view
+    /// is right when they are `live` and 0.
+    listed_up: usize,
+    listed_down: usize,
 }
 
+impl Member {
+    fn reset_view(&mut self) {
+        self.view.clear();
+        self.listed_up = 0;
+        self.listed_down = 0;
+    }
+}
+
+/// What every node believes about membership, and the membership
+/// invariants over it. Kept incrementally: a view change costs the ids
+/// that changed, a node going up or down or a partition costs a pass over
+/// the nodes, and [`Membership::check`] costs the pairs currently in
+/// suspicion.
 pub(crate) struct Membership {
     members: Vec<Member>,
+    /// Members that are up.
+    live: usize,
     bounds: Bounds,
     pub(crate) departures: Vec<Departure>,
+    /// Departed ids some live node still lists, with their departure.
+    undetected: BTreeMap<ChitchatId, usize>,
     /// `(observer, subject)` → since when the observer has wrongly listed
-    /// the subject as dead.
+    /// the subject as dead while the link passes both ways.
     suspects: BTreeMap<(usize, usize), Duration>,
     /// A partition or loss episode is active: views need not agree.
     disturbed: bool,
@@ -188,10 +265,14 @@ impl Membership {
                     up: None,
                     ip,
                     view: BTreeSet::new(),
+                    listed_up: 0,
+                    listed_down: 0,
                 })
                 .collect(),
+            live: 0,
             bounds,
             departures: Vec::new(),
+            undetected: BTreeMap::new(),
             suspects: BTreeMap::new(),
             disturbed: false,
             quiet_since: Duration::ZERO,
@@ -201,27 +282,142 @@ impl Membership {
         }
     }
 
-    pub(crate) fn node_up(&mut self, index: usize, id: ChitchatId) {
-        let member = &mut self.members[index];
-        member.up = Some(id);
-        member.view.clear();
+    /// The member currently running generation `id`.
+    fn up_index(&self, id: &ChitchatId) -> Option<usize> {
+        let index = node_index(id.gossip_advertise_addr)?;
+        let member = self.members.get(index)?;
+        (member.up.as_ref() == Some(id)).then_some(index)
     }
 
-    pub(crate) fn node_down(&mut self, index: usize, kind: DepartureKind, at: Duration) {
-        let member = &mut self.members[index];
-        let Some(id) = member.up.take() else {
+    /// Whether `observer` wrongly listing `subject` as dead counts as a
+    /// suspicion: both up, and the link between them passes both ways.
+    fn may_suspect(&self, net: &Network, observer: usize, subject: usize) -> bool {
+        let (o, s) = (&self.members[observer], &self.members[subject]);
+        observer != subject
+            && o.up.is_some()
+            && s.up.is_some()
+            && net.passes(o.ip, s.ip)
+            && net.passes(s.ip, o.ip)
+    }
+
+    fn apply_view(
+        &mut self,
+        index: usize,
+        gone: Vec<ChitchatId>,
+        added: Vec<ChitchatId>,
+        at: Duration,
+        net: &Network,
+    ) {
+        for id in gone {
+            self.members[index].view.remove(&id);
+            match self.up_index(&id) {
+                Some(subject) => {
+                    self.members[index].listed_up -= 1;
+                    if self.may_suspect(net, index, subject) {
+                        self.suspects.entry((index, subject)).or_insert(at);
+                    }
+                }
+                None => {
+                    self.members[index].listed_down -= 1;
+                    if let Some(&departure) = self.undetected.get(&id) {
+                        self.update_departure(departure, at);
+                    }
+                }
+            }
+        }
+        for id in added {
+            match self.up_index(&id) {
+                Some(subject) => {
+                    self.members[index].listed_up += 1;
+                    self.suspects.remove(&(index, subject));
+                }
+                None => self.members[index].listed_down += 1,
+            }
+            self.members[index].view.insert(id);
+        }
+    }
+
+    fn node_up(&mut self, index: usize, id: ChitchatId, at: Duration, net: &Network) {
+        self.members[index].reset_view();
+        for member in &mut self.members {
+            if member.up.is_some() && member.view.contains(&id) {
+                member.listed_down -= 1;
+                member.listed_up += 1;
+            }
+        }
+        self.members[index].up = Some(id);
+        self.live += 1;
+        self.refresh_node(index, at, net);
+    }
+
+    fn node_down(&mut self, index: usize, kind: DepartureKind, at: Duration, net: &Network) {
+        let Some(id) = self.members[index].up.take() else {
             return;
         };
-        member.view.clear();
+        self.live -= 1;
+        self.members[index].reset_view();
+        for member in &mut self.members {
+            if member.up.is_some() && member.view.contains(&id) {
+                member.listed_up -= 1;
+                member.listed_down += 1;
+            }
+        }
+        let departure = self.departures.len();
         self.departures.push(Departure {
             kind,
             node: index,
             generation: id.generation_id,
             at,
             detected_after: None,
-            id,
+            id: id.clone(),
         });
-        self.update_departures(at);
+        self.undetected.insert(id, departure);
+        // The node's own view no longer counts, which may complete the
+        // detection of earlier departures.
+        let pending: Vec<usize> = self.undetected.values().copied().collect();
+        for departure in pending {
+            self.update_departure(departure, at);
+        }
+        self.refresh_node(index, at, net);
+    }
+
+    /// Recomputes the suspicions by and of node `index`.
+    fn refresh_node(&mut self, index: usize, at: Duration, net: &Network) {
+        for other in 0..self.members.len() {
+            self.suspects.remove(&(index, other));
+            self.suspects.remove(&(other, index));
+        }
+        for other in 0..self.members.len() {
+            for (o, s) in [(index, other), (other, index)] {
+                let Some(subject_id) = &self.members[s].up else {
+                    continue;
+                };
+                if self.may_suspect(net, o, s) && !self.members[o].view.contains(subject_id) {
+                    self.suspects.insert((o, s), at);
+                }
+            }
+        }
+    }
+
+    /// Recomputes every suspicion, keeping the start of those that hold.
+    fn refresh_suspects(&mut self, at: Duration, net: &Network) {
+        let mut suspects = BTreeMap::new();
+        for (o, observer) in self.members.iter().enumerate() {
+            if observer.up.is_none() {
+                continue;
+            }
+            for (s, subject) in self.members.iter().enumerate() {
+                let Some(subject_id) = &subject.up else {
+                    continue;
+                };
+                if observer.view.contains(subject_id) || !self.may_suspect(net, o, s) {
+                    continue;
+                }
+                let since = self.suspects.get(&(o, s)).copied().unwrap_or(at);
+                suspects.insert((o, s), since);
+            }
+        }
+        self.suspects = suspects;
     }
 
     /// Notes a fault event: views may disagree until `converge` after the
@@ -234,19 +430,19 @@ impl Membership {
         self.quiet_converged = false;
     }
 
-    fn update_departures(&mut self, at: Duration) {
-        for departure in &mut self.departures {
-            if departure.detected_after.is_some() {
-                continue;
-            }
-            let seen_dead_by_all = self
-                .members
-                .iter()
-                .filter(|m| m.up.is_some())
-                .all(|m| !m.view.contains(&departure.id));
-            if seen_dead_by_all {
-                departure.detected_after = Some(at - departure.at);
-            }
+    /// Marks departure `index` detected if no live node lists it any more.
+    fn update_departure(&mut self, index: usize, at: Duration) {
+        let departure = &mut self.departures[index];
+        if departure.detected_after.is_some() {
+            return;
+        }
+        let listed = self
+            .members
+            .iter()
+            .any(|m| m.up.is_some() && m.view.contains(&departure.id));
+        if !listed {
+            departure.detected_after = Some(at - departure.at);
+            self.undetected.remove(&departure.id);
         }
     }
 
@@ -257,11 +453,10 @@ impl Membership {
 
     /// Whether every live node lists exactly the live nodes as live.
     fn converged(&self) -> bool {
-        let expected: BTreeSet<&ChitchatId> =
-            self.members.iter().filter_map(|m| m.up.as_ref()).collect();
-        self.members.iter().filter(|m| m.up.is_some()).all(|m| {
-            m.view.len() == expected.len() && m.view.iter().all(|id| expected.contains(id))
-        })
+        self.members
+            .iter()
+            .filter(|m| m.up.is_some())
+            .all(|m| m.listed_up == self.live && m.listed_down == 0)
     }
 
     /// Marks the current quiet period converged if it is; returns the time
@@ -279,33 +474,16 @@ impl Membership {
         None
     }
 
-    fn check(&mut self, at: Duration, net: &Network) -> Option<Violation> {
-        let mut suspects = BTreeMap::new();
-        let mut worst: Option<((usize, usize), Duration)> = None;
-        for (o, observer) in self.members.iter().enumerate() {
-            if observer.up.is_none() {
-                continue;
-            }
-            for (s, subject) in self.members.iter().enumerate() {
-                let Some(subject_id) = &subject.up else {
-                    continue;
-                };
-                if o == s
-                    || observer.view.contains(subject_id)
-                    || !net.passes(observer.ip, subject.ip)
-                    || !net.passes(subject.ip, observer.ip)
-                {
-                    continue;
-                }
-                let since = self.suspects.get(&(o, s)).copied().unwrap_or(at);
-                suspects.insert((o, s), since);
-                if at - since > self.bounds.suspect && worst.is_none_or(|(_, w)| since < w) {
-                    worst = Some(((o, s), since));
-                }
-            }
-        }
-        self.suspects = suspects;
-        if let Some(((o, s), since)) = worst {
+    fn check(&mut self, at: Duration) -> Option<Violation> {
+        // The longest-standing suspicion; on a tie the first pair.
+        let worst = self
+            .suspects
+            .iter()
+            .min_by_key(|&(pair, since)| (*since, *pair))
+            .map(|(&pair, &since)| (pair, since));
+        if let Some(((o, s), since)) = worst
+            && at - since > self.bounds.suspect
+        {
             let (observer, subject) = (&self.members[o], &self.members[s]);
             let (Some(observer_id), Some(subject_id)) = (&observer.up, &subject.up) else {
                 unreachable!("suspects are only recorded between live nodes");

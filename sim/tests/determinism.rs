@@ -10,9 +10,15 @@ const SIM: &str = env!("CARGO_BIN_EXE_ringhost-sim");
 /// debug build.
 fn run(seed: u64, extra: &[&str]) -> Output {
     let seed = seed.to_string();
-    let mut args = vec![
-        "--seed",
-        &seed,
+    let mut args = vec!["--seed", &seed];
+    args.extend_from_slice(extra);
+    sim(&args)
+}
+
+/// `ringhost-sim` with the small run's arguments after `args`.
+fn sim(args: &[&str]) -> Output {
+    let mut args = args.to_vec();
+    args.extend_from_slice(&[
         "--nodes",
         "6",
         "--duration",
@@ -21,8 +27,7 @@ fn run(seed: u64, extra: &[&str]) -> Output {
         "all",
         "--fault-gap",
         "2s",
-    ];
-    args.extend_from_slice(extra);
+    ]);
     Command::new(SIM)
         .args(&args)
         .output()
@@ -91,4 +96,44 @@ fn broken_invariant_prints_seed_and_replay_command() {
             .collect()
     };
     assert_eq!(simulated_only(&output), simulated_only(&again));
+}
+
+#[test]
+fn parallel_sweep_prints_seed_order_and_the_single_runs_hashes() {
+    let output = sim(&["--seeds", "1..=4", "--jobs", "3"]);
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(output.status.success(), "{stdout}");
+    let lines: Vec<(u64, String)> = stdout
+        .lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix("seed ")?;
+            let mut words = rest.split_whitespace();
+            let seed = words.next()?.parse().ok()?;
+            assert_eq!(words.next(), Some("hash"), "{line}");
+            Some((seed, words.next()?.to_string()))
+        })
+        .collect();
+    let seeds: Vec<u64> = lines.iter().map(|(seed, _)| *seed).collect();
+    assert_eq!(seeds, [1, 2, 3, 4], "{stdout}");
+    // Runs in parallel threads of one process trace as separate processes do.
+    for (seed, hash) in [&lines[0], &lines[3]] {
+        assert_eq!(*hash, trace_hash(*seed), "seed {seed}");
+    }
+    assert!(
+        stdout.contains("runs             4 (0 failed), 3 at a time"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn wire_check_finds_every_message_round_trips() {
+    // Encodes, decodes and compares every message of a run with all faults;
+    // a mismatch panics the simulation.
+    let output = run(5, &["--wire-check"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }

@@ -7,10 +7,13 @@
 
 mod entropy_shim;
 
+use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::ops::Range;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -18,10 +21,12 @@ use clap::Parser;
 use sim::{Faults, Report, SimConfig};
 
 /// Deterministic simulator of a ringhost cluster: real chitchat on a
-/// simulated network and clock, under seeded faults.
+/// simulated network and clock, under seeded faults. Gossip timing is the
+/// daemon's (`model::GossipSettings`) unless overridden.
 #[derive(Debug, Parser)]
 #[command(
     name = "ringhost-sim",
+    args_override_self = true,
     after_help = "Exit codes: 0 every run held its invariants; 1 an invariant broke \
                   (SIM_SEED and the replay command are printed); 2 bad arguments or an error."
 )]
@@ -32,21 +37,32 @@ struct Cli {
     /// Sweep the seeds A..B (B excluded) or A..=B, one run each.
     #[arg(long, value_parser = parse_seeds)]
     seeds: Option<Range<u64>>,
+    /// Simulations to run at once in a sweep, each on its own fresh thread.
+    /// Output stays in seed order.
+    #[arg(long, default_value_t = 1)]
+    jobs: usize,
     /// Number of nodes.
     #[arg(long, default_value_t = 20)]
     nodes: usize,
+    /// Number of sites (stored for the model integration; not simulated
+    /// yet).
+    #[arg(long, default_value_t = 0)]
+    sites: usize,
     /// Simulated duration of each run (e.g. 60s, 1500ms, 2m).
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     duration: Duration,
     /// Faults to inject: crash, partition, loss, leave, all or none.
     #[arg(long, default_value = "none")]
     faults: Faults,
-    /// chitchat's gossip interval.
-    #[arg(long, default_value = "200ms", value_parser = parse_duration)]
-    gossip_interval: Duration,
+    /// Overrides the production gossip interval (200ms).
+    #[arg(long, value_parser = parse_duration)]
+    gossip_interval: Option<Duration>,
     /// Mean time between two fault starts.
     #[arg(long, default_value = "4s", value_parser = parse_duration)]
     fault_gap: Duration,
+    /// The loss rate of a loss episode, uniform in LO..HI.
+    #[arg(long, default_value = "0.01..0.05", value_parser = parse_rate_range)]
+    episode_loss: (f64, f64),
     /// Loss on every link all the time, from 0 to 1.
     #[arg(long, default_value_t = 0.0)]
     loss: f64,
@@ -55,13 +71,18 @@ struct Cli {
     #[arg(long, value_parser = parse_duration)]
     suspect_bound: Option<Duration>,
     /// Longest the views may disagree after the last fault event (default:
-    /// 15s + 40 gossip intervals).
+    /// 10s + 20 gossip intervals, more with a longer detector prior).
     #[arg(long, value_parser = parse_duration)]
     converge_bound: Option<Duration>,
-    /// The failure detector's prior heartbeat interval (chitchat's default:
-    /// 5s).
+    /// Overrides the failure detector's prior heartbeat interval
+    /// (production: one gossip interval; chitchat's own default: 5s).
     #[arg(long, value_parser = parse_duration)]
     fd_initial_interval: Option<Duration>,
+    /// Encode and decode every message and check the copy equals the
+    /// original (slower; a different trace, as decoding draws std hash
+    /// keys).
+    #[arg(long)]
+    wire_check: bool,
     /// Write the trace of a single run to this file.
     #[arg(long, conflicts_with = "seeds")]
     trace: Option<PathBuf>,
@@ -115,6 +136,22 @@ fn parse_seeds(s: &str) -> anyhow::Result<Range<u64>> {
     Ok(start..end)
 }
 
+fn parse_rate_range(s: &str) -> anyhow::Result<(f64, f64)> {
+    let (lo, hi) = s
+        .split_once("..")
+        .with_context(|| format!("invalid rate range '{s}': expected LO..HI"))?;
+    let lo: f64 = lo
+        .parse()
+        .with_context(|| format!("invalid rate range '{s}'"))?;
+    let hi: f64 = hi
+        .parse()
+        .with_context(|| format!("invalid rate range '{s}'"))?;
+    if !(0.0..=1.0).contains(&lo) || !(lo..=1.0).contains(&hi) {
+        bail!("invalid rate range '{s}': expected 0 <= LO <= HI <= 1");
+    }
+    Ok((lo, hi))
+}
+
 /// Formats a duration the way the parser reads it back.
 fn arg_duration(d: Duration) -> String {
     if d.subsec_nanos() == 0 {
@@ -129,30 +166,43 @@ fn arg_duration(d: Duration) -> String {
 impl Cli {
     fn config(&self, seed: u64) -> SimConfig {
         let mut config = SimConfig::new(seed, self.nodes, self.duration);
-        config.gossip_interval = self.gossip_interval;
+        config.sites = self.sites;
+        if let Some(interval) = self.gossip_interval {
+            config.gossip.interval = interval;
+        }
+        config.fd_initial_interval = self.fd_initial_interval;
         config.faults = self.faults;
         config.fault_gap = self.fault_gap;
+        config.episode_loss = self.episode_loss;
         config.link.loss = self.loss;
+        config.link.wire_check = self.wire_check;
         config.suspect_bound = self.suspect_bound;
         config.converge_bound = self.converge_bound;
-        if let Some(d) = self.fd_initial_interval {
-            config.failure_detector.initial_interval = d;
-        }
         config.trace_path = self.trace.clone();
         config
     }
 
     /// The command that replays `seed` alone.
     fn replay(&self, seed: u64) -> String {
+        let defaults = SimConfig::new(seed, self.nodes, self.duration);
         let mut cmd = format!(
-            "ringhost-sim --seed {seed} --nodes {} --duration {} --faults {} --gossip-interval {}",
+            "ringhost-sim --seed {seed} --nodes {} --duration {} --faults {}",
             self.nodes,
             arg_duration(self.duration),
             self.faults,
-            arg_duration(self.gossip_interval),
         );
-        if self.fault_gap != Duration::from_secs(4) {
+        if self.sites != 0 {
+            cmd += &format!(" --sites {}", self.sites);
+        }
+        if let Some(d) = self.gossip_interval {
+            cmd += &format!(" --gossip-interval {}", arg_duration(d));
+        }
+        if self.fault_gap != defaults.fault_gap {
             cmd += &format!(" --fault-gap {}", arg_duration(self.fault_gap));
+        }
+        if self.episode_loss != defaults.episode_loss {
+            let (lo, hi) = self.episode_loss;
+            cmd += &format!(" --episode-loss {lo}..{hi}");
         }
         if self.loss != 0.0 {
             cmd += &format!(" --loss {}", self.loss);
@@ -165,6 +215,9 @@ impl Cli {
         }
         if let Some(d) = self.converge_bound {
             cmd += &format!(" --converge-bound {}", arg_duration(d));
+        }
+        if self.wire_check {
+            cmd += " --wire-check";
         }
         cmd
     }
@@ -199,12 +252,35 @@ fn speed(simulated: Duration, wall: Duration) -> f64 {
     simulated.as_secs_f64() / wall.as_secs_f64().max(1e-9)
 }
 
+/// The figures that come with the model integration: failover time and
+/// replication lag, measured the way the real cluster is.
+fn print_model_figures(
+    out: &mut impl Write,
+    failover: &[Duration],
+    replication_lag: &[Duration],
+) -> io::Result<()> {
+    for (name, times) in [
+        ("failover         ", failover),
+        ("replication lag  ", replication_lag),
+    ] {
+        if times.is_empty() {
+            writeln!(out, "{name}n/a (needs model::Node in the simulator)")?;
+        } else {
+            let mut sorted = times.to_vec();
+            sorted.sort();
+            writeln!(out, "{name}{}", spread(&sorted))?;
+        }
+    }
+    Ok(())
+}
+
 fn print_report(out: &mut impl Write, report: &Report, wall: Duration) -> io::Result<()> {
     let net = &report.net;
     let f = &report.faults;
     let simulated = report.simulated.as_secs_f64().max(1e-9);
     writeln!(out, "seed             {}", report.seed)?;
     writeln!(out, "nodes            {}", report.nodes)?;
+    writeln!(out, "sites            {}", report.sites)?;
     writeln!(out, "simulated        {}", secs(report.simulated))?;
     writeln!(out, "wall             {}", secs(wall))?;
     writeln!(
@@ -254,6 +330,7 @@ fn print_report(out: &mut impl Write, report: &Report, wall: Duration) -> io::Re
     let mut heal = report.heal_convergence.clone();
     heal.sort();
     writeln!(out, "heal→converged   {}", spread(&heal))?;
+    print_model_figures(out, &report.failover, &report.replication_lag)?;
     writeln!(out, "entropy          {} bytes drawn", report.entropy_bytes)?;
     writeln!(out, "trace lines      {}", report.trace_lines)?;
     writeln!(out, "trace hash       {:016x}", report.trace_hash)?;
@@ -281,63 +358,11 @@ fn run(cli: &Cli) -> anyhow::Result<bool> {
     if !(0.0..=1.0).contains(&cli.loss) {
         bail!("--loss must be between 0 and 1");
     }
+    if cli.jobs == 0 {
+        bail!("--jobs must be at least 1");
+    }
     if let Some(seeds) = &cli.seeds {
-        let mut crash = Vec::new();
-        let mut heal = Vec::new();
-        let (mut simulated, mut wall) = (Duration::ZERO, Duration::ZERO);
-        let (mut messages, mut bytes, mut faults) = (0u64, 0u64, 0u64);
-        let mut failed = Vec::new();
-        for seed in seeds.clone() {
-            let (report, took) = run_timed(cli.config(seed))?;
-            simulated += report.simulated;
-            wall += took;
-            messages += report.net.sent;
-            bytes += report.net.sent_bytes;
-            faults += report.faults.total();
-            crash.extend(report.crash_detection());
-            heal.extend(report.heal_convergence.iter().copied());
-            writeln!(
-                out,
-                "seed {seed:>6}  hash {:016x}  sim {}  wall {}  speed {:.1}x  msgs {}  faults {}  \
-                 crash-detect {}  {}",
-                report.trace_hash,
-                secs(report.simulated),
-                secs(took),
-                speed(report.simulated, took),
-                report.net.sent,
-                report.faults.total(),
-                spread(&report.crash_detection()),
-                if report.violation.is_some() {
-                    "FAIL"
-                } else {
-                    "ok"
-                },
-            )?;
-            if let Some(violation) = &report.violation {
-                writeln!(out, "  invariant broken {violation}")?;
-                failed.push(seed);
-            }
-        }
-        crash.sort();
-        heal.sort();
-        writeln!(out, "runs             {}", seeds.end - seeds.start)?;
-        writeln!(out, "nodes            {}", cli.nodes)?;
-        writeln!(
-            out,
-            "simulated        {}, wall {}, speed {:.1} simulated s per wall s",
-            secs(simulated),
-            secs(wall),
-            speed(simulated, wall)
-        )?;
-        writeln!(out, "messages         {messages}, bytes {bytes}")?;
-        writeln!(out, "faults           {faults}")?;
-        writeln!(out, "crash detection  {}", spread(&crash))?;
-        writeln!(out, "heal→converged   {}", spread(&heal))?;
-        for &seed in &failed {
-            writeln!(out, "SIM_SEED={seed}")?;
-            writeln!(out, "replay: {}", cli.replay(seed))?;
-        }
-        return Ok(failed.is_empty());
+        return sweep(cli, seeds.clone(), &mut out);
     }
     let seed = cli.seed.unwrap_or(0);
     let (report, took) = run_timed(cli.config(seed))?;
@@ -349,4 +374,175 @@ fn run(cli: &Cli) -> anyhow::Result<bool> {
         return Ok(false);
     }
     Ok(true)
+}
+
+/// Totals over the runs of a sweep.
+#[derive(Default)]
+struct Totals {
+    runs: u64,
+    simulated: Duration,
+    /// Sum of the runs' wall times (more than the sweep's with `--jobs`).
+    run_wall: Duration,
+    messages: u64,
+    bytes: u64,
+    faults: u64,
+    crash: Vec<Duration>,
+    leave: Vec<Duration>,
+    heal: Vec<Duration>,
+    failover: Vec<Duration>,
+    replication_lag: Vec<Duration>,
+    undetected: usize,
+    failed: Vec<u64>,
+}
+
+/// Runs `seeds` on `cli.jobs` threads and prints one line per seed, in
+/// seed order whatever order they finish in, then the totals.
+fn sweep(cli: &Cli, seeds: Range<u64>, out: &mut impl Write) -> anyhow::Result<bool> {
+    // The sweep's wall time, for the report only.
+    #[allow(clippy::disallowed_methods)]
+    let started = std::time::Instant::now();
+    let next = AtomicU64::new(seeds.start);
+    let jobs = cli.jobs.min((seeds.end - seeds.start) as usize);
+    let mut totals = Totals::default();
+    let mut error = None;
+    std::thread::scope(|scope| -> anyhow::Result<()> {
+        let (tx, rx) = mpsc::channel();
+        for _ in 0..jobs {
+            let tx = tx.clone();
+            let next = &next;
+            let end = seeds.end;
+            // A worker only hands out seeds: each simulation still gets its
+            // own fresh thread (`run_on_fresh_thread`).
+            scope.spawn(move || {
+                loop {
+                    let seed = next.fetch_add(1, Ordering::Relaxed);
+                    if seed >= end || tx.send((seed, run_timed(cli.config(seed)))).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        drop(tx);
+        let mut done = BTreeMap::new();
+        let mut expected = seeds.start;
+        for (seed, result) in rx {
+            done.insert(seed, result);
+            while let Some(result) = done.remove(&expected) {
+                match result {
+                    Ok((report, took)) => print_run(out, &mut totals, &report, took)?,
+                    Err(err) => {
+                        writeln!(out, "seed {expected:>6}  ERROR {err:#}")?;
+                        error.get_or_insert(err.context(format!("seed {expected}")));
+                    }
+                }
+                expected += 1;
+            }
+        }
+        Ok(())
+    })?;
+    let wall = started.elapsed();
+    print_totals(out, cli, jobs, &mut totals, wall)?;
+    if let Some(err) = error {
+        return Err(err);
+    }
+    Ok(totals.failed.is_empty())
+}
+
+fn print_run(
+    out: &mut impl Write,
+    totals: &mut Totals,
+    report: &Report,
+    took: Duration,
+) -> io::Result<()> {
+    totals.runs += 1;
+    totals.simulated += report.simulated;
+    totals.run_wall += took;
+    totals.messages += report.net.sent;
+    totals.bytes += report.net.sent_bytes;
+    totals.faults += report.faults.total();
+    totals.crash.extend(report.crash_detection());
+    totals.leave.extend(report.leave_detection());
+    totals.heal.extend(report.heal_convergence.iter().copied());
+    totals.failover.extend(report.failover.iter().copied());
+    totals
+        .replication_lag
+        .extend(report.replication_lag.iter().copied());
+    totals.undetected += report.undetected();
+    writeln!(
+        out,
+        "seed {:>6}  hash {:016x}  sim {}  wall {}  speed {:.1}x  msgs {}  faults {}  \
+         crash-detect {}  {}",
+        report.seed,
+        report.trace_hash,
+        secs(report.simulated),
+        secs(took),
+        speed(report.simulated, took),
+        report.net.sent,
+        report.faults.total(),
+        spread(&report.crash_detection()),
+        if report.violation.is_some() {
+            "FAIL"
+        } else {
+            "ok"
+        },
+    )?;
+    if let Some(violation) = &report.violation {
+        writeln!(out, "  invariant broken {violation}")?;
+        totals.failed.push(report.seed);
+    }
+    Ok(())
+}
+
+fn print_totals(
+    out: &mut impl Write,
+    cli: &Cli,
+    jobs: usize,
+    totals: &mut Totals,
+    wall: Duration,
+) -> io::Result<()> {
+    totals.crash.sort();
+    totals.leave.sort();
+    totals.heal.sort();
+    writeln!(
+        out,
+        "runs             {} ({} failed), {jobs} at a time",
+        totals.runs,
+        totals.failed.len()
+    )?;
+    writeln!(
+        out,
+        "nodes            {}, sites {}, faults {}",
+        cli.nodes, cli.sites, cli.faults
+    )?;
+    writeln!(
+        out,
+        "simulated        {}, wall {} ({} summed over runs)",
+        secs(totals.simulated),
+        secs(wall),
+        secs(totals.run_wall)
+    )?;
+    writeln!(
+        out,
+        "speed            {:.1} simulated s per wall s per run, {:.1} for the sweep",
+        speed(totals.simulated, totals.run_wall),
+        speed(totals.simulated, wall)
+    )?;
+    writeln!(
+        out,
+        "messages         {}, bytes {}",
+        totals.messages, totals.bytes
+    )?;
+    writeln!(out, "faults           {}", totals.faults)?;
+    writeln!(out, "crash detection  {}", spread(&totals.crash))?;
+    if !totals.leave.is_empty() {
+        writeln!(out, "leave detection  {}", spread(&totals.leave))?;
+    }
+    writeln!(out, "undetected       {}", totals.undetected)?;
+    writeln!(out, "heal→converged   {}", spread(&totals.heal))?;
+    print_model_figures(out, &totals.failover, &totals.replication_lag)?;
+    for &seed in &totals.failed {
+        writeln!(out, "SIM_SEED={seed}")?;
+        writeln!(out, "replay: {}", cli.replay(seed))?;
+    }
+    Ok(())
 }
