@@ -6,7 +6,6 @@
 //! - `GET /v1/status` — the cluster as this node sees it.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use anyhow::Context;
 use bytes::Bytes;
@@ -19,6 +18,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::task::JoinSet;
 use tracing::debug;
 
+use crate::sites::Sites;
 use crate::{EXIT_NO_NODE, EXIT_RUNTIME, Fail, FailCode};
 
 /// Prints one line for the user on stdout.
@@ -112,9 +112,9 @@ fn status_of(view: &ClusterView, gossip: &Gossip) -> Status {
     }
 }
 
-type Body = Full<Bytes>;
+pub type Body = Full<Bytes>;
 
-fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
+pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
     let body = serde_json::to_vec(value).unwrap_or_else(|e| {
         format!("{{\"error\":\"cannot encode the answer: {e}\"}}").into_bytes()
     });
@@ -132,20 +132,32 @@ struct ApiError {
     error: String,
 }
 
+fn error(status: StatusCode, msg: impl Into<String>) -> Response<Body> {
+    json(status, &ApiError { error: msg.into() })
+}
+
 async fn handle(
     req: Request<hyper::body::Incoming>,
-    gossip: Arc<Gossip>,
+    sites: Sites,
 ) -> Result<Response<Body>, std::convert::Infallible> {
-    let resp = match (req.method(), req.uri().path()) {
-        (&Method::GET, "/v1/status") => {
+    let gossip = sites.gossip.clone();
+    let path = req.uri().path().to_owned();
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let resp = match (req.method().clone(), parts.as_slice()) {
+        (Method::GET, ["v1", "status"]) => {
             let view = gossip.view().borrow().clone();
             json(StatusCode::OK, &status_of(&view, &gossip))
         }
-        (_, path) => json(
+        (Method::GET, ["v1", "sites"]) => json(StatusCode::OK, &crate::site_api::list(&sites)),
+        (Method::POST, ["v1", "sites"]) => crate::site_api::create(&sites, req.into_body()).await,
+        (Method::GET, ["v1", "sites", name]) => crate::site_api::show(&sites, name),
+        (Method::PUT, ["v1", "sites", name, "content"]) => {
+            crate::site_api::push(&sites, name, req.into_body()).await
+        }
+        (Method::DELETE, ["v1", "sites", name]) => crate::site_api::delete(&sites, name).await,
+        (m, _) => error(
             StatusCode::NOT_FOUND,
-            &ApiError {
-                error: format!("no such admin route: {} {path}", req.method()),
-            },
+            format!("no such admin route: {m} {path}"),
         ),
     };
     Ok(resp)
@@ -160,7 +172,7 @@ pub struct Server {
 }
 
 impl Server {
-    pub fn start(path: &Path, gossip: Arc<Gossip>) -> anyhow::Result<Server> {
+    pub fn start(path: &Path, sites: Sites) -> anyhow::Result<Server> {
         let listener = UnixListener::bind(path)
             .with_context(|| format!("cannot bind admin socket {}", path.display()))?;
         std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
@@ -171,9 +183,9 @@ impl Server {
                 tokio::select! {
                     accepted = listener.accept() => {
                         let Ok((stream, _)) = accepted else { continue };
-                        let gossip = gossip.clone();
+                        let sites = sites.clone();
                         conns.spawn(async move {
-                            let svc = hyper::service::service_fn(move |req| handle(req, gossip.clone()));
+                            let svc = hyper::service::service_fn(move |req| handle(req, sites.clone()));
                             if let Err(e) = hyper::server::conn::http1::Builder::new()
                                 .serve_connection(TokioIo::new(stream), svc)
                                 .await
@@ -203,6 +215,38 @@ impl Server {
 
 /// Sends one request to the node whose data dir is `data_dir`.
 pub fn call(data_dir: &Path, method: Method, path: &str) -> Result<(StatusCode, Bytes), Fail> {
+    call_with(data_dir, method, path, None, ClientBody::empty())
+}
+
+/// A request body for [`call_with`]: a whole buffer or a stream of chunks.
+pub type ClientBody = http_body_util::combinators::UnsyncBoxBody<Bytes, std::io::Error>;
+
+pub trait EmptyBody {
+    fn empty() -> Self;
+    fn bytes(b: Vec<u8>) -> Self;
+}
+
+impl EmptyBody for ClientBody {
+    fn empty() -> Self {
+        Full::new(Bytes::new())
+            .map_err(|e| match e {})
+            .boxed_unsync()
+    }
+    fn bytes(b: Vec<u8>) -> Self {
+        Full::new(Bytes::from(b))
+            .map_err(|e| match e {})
+            .boxed_unsync()
+    }
+}
+
+/// Sends one request with a body to the node whose data dir is `data_dir`.
+pub fn call_with(
+    data_dir: &Path,
+    method: Method,
+    path: &str,
+    content_type: Option<&str>,
+    body: ClientBody,
+) -> Result<(StatusCode, Bytes), Fail> {
     let socket = data_dir.join("admin.sock");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -223,11 +267,15 @@ pub fn call(data_dir: &Path, method: Method, path: &str) -> Result<(StatusCode, 
             .context("admin API handshake failed")
             .code(EXIT_RUNTIME)?;
         let conn = tokio::spawn(conn);
-        let req = Request::builder()
+        let mut req = Request::builder()
             .method(method)
             .uri(path)
-            .header(hyper::header::HOST, "ringhost")
-            .body(Full::new(Bytes::new()))
+            .header(hyper::header::HOST, "ringhost");
+        if let Some(ct) = content_type {
+            req = req.header(hyper::header::CONTENT_TYPE, ct);
+        }
+        let req = req
+            .body(body)
             .context("cannot build the admin request")
             .code(EXIT_RUNTIME)?;
         let resp = sender

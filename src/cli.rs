@@ -13,7 +13,11 @@ Exit codes:
      naming another node, or refusing to overwrite (nothing was started)
   4  cannot bind an address, or another node already uses the data dir
      (nothing was left running)
-  5  no running node answers at the data dir's admin socket";
+  5  no running node answers at the data dir's admin socket
+  6  storage unavailable: no zfs/zpool, or the pool cannot be created,
+     imported or opened (nothing was left running)
+  7  the node refused the request (the message says why: unknown site,
+     duplicate name, full pool, no master, ...)";
 
 /// ringhost: leaderless, gossip-based peer-to-peer web hosting on ZFS.
 ///
@@ -31,7 +35,7 @@ pub struct Cli {
 pub enum Command {
     /// Run a node (the daemon) in the foreground until SIGTERM or SIGINT.
     #[command(after_help = EXIT_CODES)]
-    Node(NodeArgs),
+    Node(Box<NodeArgs>),
     /// Check a config file without starting anything.
     #[command(after_help = EXIT_CODES)]
     CheckConfig {
@@ -51,6 +55,75 @@ pub enum Command {
     /// Manage the cluster's certificates.
     #[command(subcommand)]
     Tls(TlsCommand),
+    /// Create, fill, inspect and delete sites (through the local node).
+    #[command(subcommand)]
+    Site(SiteCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SiteCommand {
+    /// Create a site. Placement (the ring hash) picks its master; replicas
+    /// follow on the next nodes of the ring.
+    #[command(after_help = EXIT_CODES)]
+    Create {
+        /// Site name: a-z, 0-9 and '-' (also its dataset name).
+        name: String,
+        /// A domain the site answers to (repeat; `*.example.com` matches one label).
+        #[arg(long = "domain", value_name = "DOMAIN", required = true)]
+        domains: Vec<String>,
+        /// Copies to keep, the master's included (1 to 9).
+        #[arg(long, default_value_t = 3)]
+        replicas: u8,
+        /// How the site is served: `static` (files) or `command` (see --cmd).
+        #[arg(long, default_value = "static", value_parser = ["static", "command"])]
+        runtime: String,
+        /// For `--runtime command`: the command (run by `sh -c`, with PORT set).
+        #[arg(long, value_name = "CMD")]
+        cmd: Option<String>,
+        #[command(flatten)]
+        target: DataDirArg,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replace a site's content with a local directory tree, streamed to the
+    /// master through the local node; returns once a snapshot holds it.
+    #[command(after_help = EXIT_CODES)]
+    Push {
+        name: String,
+        /// The directory to upload.
+        dir: PathBuf,
+        #[command(flatten)]
+        target: DataDirArg,
+    },
+    /// List sites with their master, copies and stashes.
+    #[command(after_help = EXIT_CODES)]
+    List {
+        #[command(flatten)]
+        target: DataDirArg,
+        /// Print the documented JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one site: master, epoch, every copy's head and lag, stashes.
+    #[command(after_help = EXIT_CODES)]
+    Show {
+        name: String,
+        #[command(flatten)]
+        target: DataDirArg,
+        /// Print the documented JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a site and every copy of it (stashes are kept).
+    #[command(after_help = EXIT_CODES)]
+    Delete {
+        name: String,
+        /// Confirm: the copies are destroyed.
+        #[arg(long)]
+        yes: bool,
+        #[command(flatten)]
+        target: DataDirArg,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -127,4 +200,18 @@ pub struct NodeArgs {
     /// How long a dead node stays listed before it is forgotten (default 1h).
     #[arg(long, value_name = "DURATION")]
     pub dead_node_grace: Option<String>,
+    /// Where sites live: `zfs` (default) or `memory` (nothing survives a
+    /// restart and uploads are refused; for tests of membership alone).
+    #[arg(long, value_name = "KIND")]
+    pub storage: Option<String>,
+    /// Use this existing ZFS pool (sites under POOL/sites). Without it the
+    /// node creates, or re-imports, a file-backed pool at DATA_DIR/pool.img.
+    #[arg(long, value_name = "NAME")]
+    pub pool: Option<String>,
+    /// Size of the file-backed pool when it is created (sparse; default 2G).
+    #[arg(long, value_name = "SIZE")]
+    pub pool_size: Option<String>,
+    /// How often a master snapshots a changed site (default 1s).
+    #[arg(long, value_name = "DURATION")]
+    pub snapshot_interval: Option<String>,
 }

@@ -25,6 +25,27 @@ pub struct FileConfig {
     pub capacity: Option<u32>,
     #[serde(default)]
     pub gossip: GossipFile,
+    #[serde(default)]
+    pub storage: StorageFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageFile {
+    pub kind: Option<String>,
+    pub pool: Option<String>,
+    pub pool_size: Option<String>,
+    pub snapshot_interval: Option<String>,
+}
+
+/// Where a node keeps its sites.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StorageKind {
+    /// A ZFS pool: `Some(name)` an existing one, `None` the file-backed
+    /// pool at `DATA_DIR/pool.img` of the given size.
+    Zfs { pool: Option<String>, size: u64 },
+    /// In memory: nothing survives a restart (for membership tests).
+    Memory,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -66,6 +87,8 @@ pub struct NodeSettings {
     pub zone: Option<Zone>,
     pub capacity: u32,
     pub gossip: GossipSettings,
+    pub storage: StorageKind,
+    pub snapshot_interval: Duration,
 }
 
 /// Flags of `ringhost node` that override the file.
@@ -81,6 +104,32 @@ pub struct Overrides {
     pub gossip_interval: Option<String>,
     pub phi_threshold: Option<f64>,
     pub dead_node_grace: Option<String>,
+    pub storage: Option<String>,
+    pub pool: Option<String>,
+    pub pool_size: Option<String>,
+    pub snapshot_interval: Option<String>,
+}
+
+/// Parses `512M`, `2G`, `1T` or a number of bytes.
+pub fn parse_size(s: &str) -> anyhow::Result<u64> {
+    let t = s.trim();
+    let (num, mult) = match t.chars().last() {
+        Some('K' | 'k') => (&t[..t.len() - 1], 1u64 << 10),
+        Some('M' | 'm') => (&t[..t.len() - 1], 1 << 20),
+        Some('G' | 'g') => (&t[..t.len() - 1], 1 << 30),
+        Some('T' | 't') => (&t[..t.len() - 1], 1 << 40),
+        _ => (t, 1),
+    };
+    let n: u64 = num
+        .parse()
+        .with_context(|| format!("invalid size '{s}': use a number with K, M, G or T"))?;
+    let bytes = n
+        .checked_mul(mult)
+        .with_context(|| format!("invalid size '{s}': too large"))?;
+    if bytes < 64 << 20 {
+        bail!("invalid size '{s}': a pool needs at least 64M");
+    }
+    Ok(bytes)
 }
 
 /// Parses `250ms`, `2s`, `5m`, `1h` (a number and a unit).
@@ -177,7 +226,37 @@ impl NodeSettings {
             .map(|s| parse_duration(&s))
             .transpose()?
             .unwrap_or(defaults.dead_node_grace);
+        let pool = o.pool.or(file.storage.pool);
+        let size = o
+            .pool_size
+            .or(file.storage.pool_size)
+            .map(|s| parse_size(&s))
+            .transpose()?
+            .unwrap_or(2 << 30);
+        let storage = match o.storage.or(file.storage.kind).as_deref() {
+            None | Some("zfs") => StorageKind::Zfs { pool, size },
+            Some("memory") => {
+                if pool.is_some() {
+                    bail!("--pool needs --storage zfs");
+                }
+                StorageKind::Memory
+            }
+            Some(other) => bail!("invalid storage '{other}': use zfs or memory"),
+        };
+        if let StorageKind::Zfs { pool: Some(p), .. } = &storage
+            && (p.is_empty() || p.contains(['/', '@', ' ']))
+        {
+            bail!("invalid pool name '{p}'");
+        }
+        let snapshot_interval = o
+            .snapshot_interval
+            .or(file.storage.snapshot_interval)
+            .map(|s| parse_duration(&s))
+            .transpose()?
+            .unwrap_or(Duration::from_secs(1));
         Ok(NodeSettings {
+            storage,
+            snapshot_interval,
             name,
             data_dir,
             certs,

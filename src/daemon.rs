@@ -18,8 +18,9 @@ use tracing::info;
 
 use crate::admin;
 use crate::cli::NodeArgs;
-use crate::config::{FileConfig, NodeSettings, Overrides};
-use crate::{EXIT_BIND, EXIT_CERT, EXIT_CONFIG, EXIT_RUNTIME, Fail, FailCode};
+use crate::config::{FileConfig, NodeSettings, Overrides, StorageKind};
+use crate::sites::Sites;
+use crate::{EXIT_BIND, EXIT_CERT, EXIT_CONFIG, EXIT_RUNTIME, EXIT_STORAGE, Fail, FailCode};
 
 /// What `DIR/ready.json` holds once the node serves: the addresses it
 /// actually bound (useful when it was given port 0).
@@ -29,6 +30,8 @@ pub struct Ready {
     pub cluster: String,
     pub pid: u32,
     pub generation: u64,
+    /// The ZFS pool the node's sites live in (null with memory storage).
+    pub pool: Option<String>,
     pub mesh: std::net::SocketAddr,
     pub admin_socket: PathBuf,
     pub http: Vec<std::net::SocketAddr>,
@@ -67,6 +70,10 @@ fn settings(args: NodeArgs) -> anyhow::Result<NodeSettings> {
             gossip_interval: args.gossip_interval,
             phi_threshold: args.phi_threshold,
             dead_node_grace: args.dead_node_grace,
+            storage: args.storage,
+            pool: args.pool,
+            pool_size: args.pool_size,
+            snapshot_interval: args.snapshot_interval,
         },
     )
 }
@@ -76,20 +83,94 @@ pub fn run(args: NodeArgs) -> Result<(), Fail> {
     let identity = gossip::pki::load_identity(&s.certs, &s.name).code(EXIT_CERT)?;
     let dir = DataDir::take(&s.data_dir)?;
     let generation = dir.next_generation().code(EXIT_RUNTIME)?;
+    let storage = open_storage(&s, &dir, generation).code(EXIT_STORAGE)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("cannot start the async runtime")
         .code(EXIT_RUNTIME)?;
-    rt.block_on(serve(s, identity, dir, generation))
+    let result = rt.block_on(serve(s, identity, &dir, generation, &storage));
+    drop(rt);
+    storage.close();
+    result
+}
+
+/// The node's storage, and the embedded pool to export when it stops.
+struct OpenStorage {
+    store: crate::sites::Store,
+    pool: Option<storage::EmbeddedPool>,
+    pool_name: Option<String>,
+}
+
+impl OpenStorage {
+    fn close(self) {
+        drop(self.store);
+        if let Some(pool) = self.pool
+            && let Err(e) = pool.export()
+        {
+            tracing::warn!(pool = %pool.name, error = %e, "cannot export the pool");
+        }
+    }
+}
+
+/// The name of the file-backed pool of this data dir: unique per data dir,
+/// since one ZFS daemon may serve the pools of several nodes.
+fn embedded_pool_name(node: &model::NodeName, dir: &Path) -> String {
+    let h = model::hash::hash_fields(
+        "ringhost/pool-name/v1",
+        &[dir.as_os_str().as_encoded_bytes()],
+    );
+    format!("rh-{node}-{:08x}", h as u32)
+}
+
+fn open_storage(s: &NodeSettings, dir: &DataDir, seed: u64) -> anyhow::Result<OpenStorage> {
+    match &s.storage {
+        StorageKind::Memory => Ok(OpenStorage {
+            store: std::sync::Arc::new(storage::MemStore::new(seed)),
+            pool: None,
+            pool_name: None,
+        }),
+        StorageKind::Zfs { pool, size } => {
+            let (root, embedded) = match pool {
+                Some(p) => (p.clone(), None),
+                None => {
+                    let name = embedded_pool_name(&s.name, &dir.path);
+                    let pool = storage::EmbeddedPool::create_or_import(
+                        "zpool",
+                        &name,
+                        &dir.path.join("pool.img"),
+                        *size,
+                    )
+                    .with_context(|| format!("cannot create or import pool {name}"))?;
+                    (name, Some(pool))
+                }
+            };
+            let mount_root = dir.path.join("mnt");
+            let store = storage::ZfsStore::open(storage::ZfsConfig::new(root.clone(), mount_root));
+            match store {
+                Ok(store) => Ok(OpenStorage {
+                    store: std::sync::Arc::new(store),
+                    pool: embedded,
+                    pool_name: Some(root),
+                }),
+                Err(e) => {
+                    if let Some(p) = embedded {
+                        let _ = p.export();
+                    }
+                    Err(e).with_context(|| format!("cannot open ZFS storage in pool {root}"))
+                }
+            }
+        }
+    }
 }
 
 async fn serve(
     s: NodeSettings,
     identity: gossip::Identity,
-    dir: DataDir,
+    dir: &DataDir,
     generation: u64,
+    storage: &OpenStorage,
 ) -> Result<(), Fail> {
     let cluster = identity.cluster.clone();
     let gossip = Gossip::start(MeshConfig {
@@ -115,10 +196,43 @@ async fn serve(
     })?;
     let mesh = gossip.local_addr();
     let gossip = std::sync::Arc::new(gossip);
-    let admin = match admin::Server::start(&dir.admin_socket(), gossip.clone()) {
+    let mut node_cfg = model::NodeConfig::new(s.name.clone());
+    node_cfg.snapshot_interval = s.snapshot_interval;
+    let (sites, driver) = match Sites::start(
+        node_cfg,
+        storage.store.clone(),
+        gossip.clone(),
+        dir.path.clone(),
+    )
+    .await
+    {
+        Ok(v) => v,
+        Err(e) => {
+            gossip.leave().await;
+            return Err(e).code(EXIT_STORAGE);
+        }
+    };
+    let mut incoming = gossip.incoming_streams();
+    let stream_sites = sites.clone();
+    let streams = tokio::spawn(async move {
+        let mut tasks = tokio::task::JoinSet::new();
+        loop {
+            tokio::select! {
+                s = incoming.recv() => {
+                    let Some(s) = s else { break };
+                    let sites = stream_sites.clone();
+                    tasks.spawn(async move { sites.serve_stream(s).await });
+                }
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            }
+        }
+    });
+    let admin = match admin::Server::start(&dir.admin_socket(), sites.clone()) {
         Ok(a) => a,
         Err(e) => {
-            leave(gossip).await;
+            streams.abort();
+            driver.abort();
+            gossip.leave().await;
             return Err(e).code(EXIT_BIND);
         }
     };
@@ -127,6 +241,7 @@ async fn serve(
         cluster,
         pid: std::process::id(),
         generation,
+        pool: storage.pool_name.clone(),
         mesh,
         admin_socket: dir.admin_socket(),
         http: Vec::new(),
@@ -134,7 +249,9 @@ async fn serve(
     };
     if let Err(e) = dir.write_ready(&ready) {
         admin.shutdown().await;
-        leave(gossip).await;
+        streams.abort();
+        driver.abort();
+        gossip.leave().await;
         return Err(e).code(EXIT_RUNTIME);
     }
     info!(node = %s.name, generation, mesh = %mesh, "node ready");
@@ -143,16 +260,12 @@ async fn serve(
     info!(signal, "leaving the cluster");
     dir.remove_ready();
     admin.shutdown().await;
-    leave(gossip).await;
+    streams.abort();
+    driver.abort();
+    let _ = driver.await;
+    gossip.leave().await;
     info!("stopped");
     Ok(())
-}
-
-async fn leave(gossip: std::sync::Arc<Gossip>) {
-    match std::sync::Arc::try_unwrap(gossip) {
-        Ok(g) => g.leave().await,
-        Err(_) => tracing::warn!("gossip still in use at shutdown; stopping without a leave"),
-    }
 }
 
 async fn wait_for_signal() -> &'static str {
@@ -256,7 +369,7 @@ impl DataDir {
 
 /// Writes a whole file under a temporary name, then renames it into place,
 /// so readers never see half of it.
-fn write_atomic(path: &Path, body: &[u8]) -> anyhow::Result<()> {
+pub fn write_atomic(path: &Path, body: &[u8]) -> anyhow::Result<()> {
     let tmp = path.with_extension("tmp");
     let mut f = fs::OpenOptions::new()
         .create(true)

@@ -5,6 +5,11 @@ mod admin;
 mod cli;
 mod config;
 mod daemon;
+mod push;
+mod rpc;
+mod site_api;
+mod site_cli;
+mod sites;
 
 use std::process::ExitCode;
 
@@ -36,6 +41,7 @@ pub const EXIT_CONFIG: u8 = 2;
 pub const EXIT_CERT: u8 = 3;
 pub const EXIT_BIND: u8 = 4;
 pub const EXIT_NO_NODE: u8 = 5;
+pub const EXIT_STORAGE: u8 = 6;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -61,9 +67,10 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<(), Fail> {
     match cli.command {
-        Command::Node(args) => daemon::run(args),
+        Command::Node(args) => daemon::run(*args),
         Command::CheckConfig { config } => daemon::check_config(&config),
         Command::Status { target, json } => admin::status(&target.data_dir, json),
+        Command::Site(cmd) => site_cli::run(cmd),
         Command::Tls(TlsCommand::Init {
             dir,
             cluster,

@@ -18,6 +18,7 @@ fn node(env: &Env, args: &[&str]) -> Outcome {
     let out = Command::new(bin())
         .arg("node")
         .args(args)
+        .args(["--storage", "memory"])
         .env("RUST_LOG", "info")
         .env_remove("RINGHOST_DATA_DIR")
         .output()

@@ -30,7 +30,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-pub use mesh::{MeshError, PeerNames};
+pub use mesh::{IncomingStream, MeshError, MeshStream, PeerNames};
 pub use pki::Identity;
 pub use tls::ALPN;
 
@@ -233,6 +233,25 @@ impl Gossip {
             .await;
     }
 
+    /// Incoming streams from peers, from now on. Call once; a stream that
+    /// arrives while nobody serves them is refused.
+    pub fn incoming_streams(&self) -> tokio::sync::mpsc::Receiver<IncomingStream> {
+        self.mesh.serve_streams()
+    }
+
+    /// Opens a stream to member `node` (it must be in the view).
+    pub async fn open_stream(&self, node: &NodeName) -> Result<MeshStream, String> {
+        let addr = self
+            .view
+            .borrow()
+            .members
+            .iter()
+            .find(|m| &m.name == node)
+            .map(|m| m.mesh_addr)
+            .ok_or_else(|| format!("node '{node}' is not a member"))?;
+        self.mesh.open_stream(addr).await
+    }
+
     pub fn traffic(&self) -> TrafficStats {
         let t = &self.mesh.traffic;
         let (udp_tx, udp_rx) = self.mesh.udp_bytes();
@@ -248,7 +267,7 @@ impl Gossip {
 
     /// Tells every peer this node is leaving, then stops. Peers list it as
     /// `left` at once instead of waiting for the failure detector.
-    pub async fn leave(self) {
+    pub async fn leave(&self) {
         self.set(keys::LEFT, "1").await;
         let me = self.local_addr();
         let peers: BTreeSet<SocketAddr> = self
@@ -271,9 +290,11 @@ impl Gossip {
     }
 
     /// Stops gossip and closes the mesh without telling anyone.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(&self) {
         self.refresher.abort();
-        let _ = self.handle.shutdown().await;
+        if self.handle.initiate_shutdown().is_ok() {
+            let _ = self.handle.termination_watcher().await;
+        }
         self.mesh.shutdown().await;
     }
 }

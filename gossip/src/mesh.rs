@@ -76,6 +76,31 @@ pub struct Traffic {
     closed_udp_rx: AtomicU64,
 }
 
+/// A bidirectional stream over the mesh: bytes both ways, to or from an
+/// authenticated peer. Shutting the writer down finishes the stream.
+pub struct MeshStream {
+    pub reader: Box<dyn tokio::io::AsyncRead + Send + Unpin>,
+    pub writer: Box<dyn tokio::io::AsyncWrite + Send + Unpin>,
+}
+
+impl std::fmt::Debug for MeshStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MeshStream")
+    }
+}
+
+/// A stream a peer opened to this node.
+#[derive(Debug)]
+pub struct IncomingStream {
+    /// The node name in the peer's certificate.
+    pub peer: String,
+    pub addr: SocketAddr,
+    pub stream: MeshStream,
+}
+
+/// Incoming streams waiting to be served.
+const STREAM_QUEUE: usize = 64;
+
 /// Gossip messages received, with the address they came from.
 pub(crate) type Inbound = mpsc::Receiver<(SocketAddr, Bytes)>;
 
@@ -85,6 +110,7 @@ pub(crate) struct Shared {
     pub(crate) names: Arc<PeerNames>,
     conns: Mutex<HashMap<SocketAddr, quinn::Connection>>,
     probing: Mutex<std::collections::HashSet<SocketAddr>>,
+    streams: Mutex<Option<mpsc::Sender<IncomingStream>>>,
     pub(crate) traffic: Arc<Traffic>,
     inbound: mpsc::Sender<(SocketAddr, Bytes)>,
     tasks: Mutex<JoinSet<()>>,
@@ -155,6 +181,7 @@ impl Shared {
             names: Arc::default(),
             conns: Mutex::default(),
             probing: Mutex::default(),
+            streams: Mutex::default(),
             traffic: Arc::default(),
             inbound,
             tasks: Mutex::new(JoinSet::new()),
@@ -210,7 +237,7 @@ impl Shared {
             return None;
         };
         debug!(peer = %remote, node = %name, how, "mesh connection up");
-        self.names.record(remote, name);
+        self.names.record(remote, name.clone());
         let old = self
             .conns
             .lock()
@@ -222,7 +249,7 @@ impl Shared {
             self.account_closed(&old);
         }
         let me = self.clone();
-        self.spawn(async move { me.read_streams(conn).await });
+        self.spawn(async move { me.read_streams(conn, name).await });
         Some(())
     }
 
@@ -236,10 +263,23 @@ impl Shared {
             .fetch_add(s.udp_rx.bytes, Ordering::Relaxed);
     }
 
-    async fn read_streams(self: Arc<Self>, conn: quinn::Connection) {
+    async fn read_streams(self: Arc<Self>, conn: quinn::Connection, peer: String) {
         let remote = conn.remote_address();
         loop {
-            let mut stream = match conn.accept_uni().await {
+            let uni = tokio::select! {
+                uni = conn.accept_uni() => uni,
+                bi = conn.accept_bi() => {
+                    match bi {
+                        Ok((send, recv)) => self.offer_stream(&peer, remote, send, recv),
+                        Err(e) => {
+                            debug!(peer = %remote, error = %e, "mesh connection closed");
+                            break;
+                        }
+                    }
+                    continue;
+                }
+            };
+            let mut stream = match uni {
                 Ok(s) => s,
                 Err(e) => {
                     debug!(peer = %remote, error = %e, "mesh connection closed");
@@ -325,6 +365,60 @@ impl Shared {
                 .expect("probe lock is never poisoned")
                 .remove(&addr);
         });
+    }
+
+    /// Hands an incoming bidirectional stream to whoever serves them; resets
+    /// it when nobody does or the queue is full.
+    fn offer_stream(
+        &self,
+        peer: &str,
+        addr: SocketAddr,
+        send: quinn::SendStream,
+        recv: quinn::RecvStream,
+    ) {
+        let stream = IncomingStream {
+            peer: peer.to_owned(),
+            addr,
+            stream: MeshStream {
+                reader: Box::new(recv),
+                writer: Box::new(send),
+            },
+        };
+        let sender = self
+            .streams
+            .lock()
+            .expect("stream lock is never poisoned")
+            .clone();
+        match sender {
+            Some(tx) => {
+                if let Err(e) = tx.try_send(stream) {
+                    debug!(peer = %addr, "no room for an incoming stream; refused");
+                    drop(e);
+                }
+            }
+            None => debug!(peer = %addr, "incoming stream but nobody serves streams; refused"),
+        }
+    }
+
+    /// Starts handing incoming streams to the returned receiver (replacing
+    /// any earlier one).
+    pub(crate) fn serve_streams(&self) -> mpsc::Receiver<IncomingStream> {
+        let (tx, rx) = mpsc::channel(STREAM_QUEUE);
+        *self.streams.lock().expect("stream lock is never poisoned") = Some(tx);
+        rx
+    }
+
+    /// Opens a bidirectional stream to `addr` (dialing if needed).
+    pub(crate) async fn open_stream(
+        self: &Arc<Self>,
+        addr: SocketAddr,
+    ) -> Result<MeshStream, String> {
+        let conn = self.connection(addr).await?;
+        let (send, recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+        Ok(MeshStream {
+            reader: Box::new(recv),
+            writer: Box::new(send),
+        })
     }
 
     /// Sends one message on its own stream.

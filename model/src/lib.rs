@@ -23,6 +23,7 @@ pub use hash::{Rank, rendezvous_score};
 pub use ids::{InvalidName, NodeName, SiteName, Zone};
 pub use node::{
     Action, Event, LocalCopy, MemberView, Node, NodeConfig, Outcome, PullError, Time, View,
+    holders, serving_master,
 };
 pub use placement::placement;
 pub use settings::GossipSettings;

@@ -199,6 +199,44 @@ struct SiteView {
     deleted: BTreeSet<u64>,
 }
 
+/// The holders of `site` in `view`, as gossiped (for nodes that route, not
+/// decide: the proxy and the admin API).
+pub fn holders(view: &View, site: &SiteName) -> Vec<Holder> {
+    let mut out = Vec::new();
+    for (node, m) in &view.members {
+        if m.left {
+            continue;
+        }
+        for k in &m.keys {
+            if let SiteKey::Copy(s, ck) = k
+                && s == site
+            {
+                out.push(Holder {
+                    node: node.clone(),
+                    alive: m.alive,
+                    copy: ck.state(),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// The node that serves `site` as master now, if any: a live master claim
+/// that the election keeps. (A pending election is not a master yet.)
+pub fn serving_master(view: &View, site: &SiteName) -> Option<(NodeName, Epoch)> {
+    let holders = holders(view, site);
+    let quorum = Quorum {
+        known_members: 1,
+        alive_members: 1,
+        guard: false,
+    };
+    match election::master(site, &holders, quorum) {
+        MasterDecision::Keep { node, epoch } => Some((node, epoch)),
+        _ => None,
+    }
+}
+
 /// The site logic of one node. See the module docs.
 #[derive(Debug)]
 pub struct Node {
@@ -347,8 +385,9 @@ impl Node {
         c.busy = false;
         match outcome {
             Outcome::Created(Ok(head)) | Outcome::Snapshot(Ok(head)) => {
+                // `dirty` was cleared when the snapshot was asked for; a
+                // write since then set it again and gets the next one.
                 c.chain.push(head);
-                c.dirty = false;
                 c.last_snapshot = now;
                 if c.chain.len() == 1 {
                     self.actions.push_back(Action::Persist {
@@ -363,7 +402,8 @@ impl Node {
                 self.copies.remove(&site);
             }
             Outcome::Snapshot(Err(_)) => {
-                // Stay dirty; the next interval tries again.
+                // Still dirty; the next interval tries again.
+                c.dirty = true;
                 c.last_snapshot = now;
             }
             Outcome::Pulled(Ok(chain)) => {
@@ -594,6 +634,7 @@ impl Node {
                     let seq = c.head().map_or(1, |h| h.seq + 1);
                     let c = self.copies.get_mut(site).expect("checked above");
                     c.busy = true;
+                    c.dirty = false;
                     self.actions.push_back(Action::Snapshot {
                         site: site.clone(),
                         seq,

@@ -1,0 +1,248 @@
+//! `ringhost site ...`: client commands that talk to the local node's
+//! admin API.
+
+use std::path::Path;
+
+use anyhow::Context;
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::{Method, StatusCode};
+
+use crate::admin::{ClientBody, EmptyBody, call, call_with, say};
+use crate::cli::SiteCommand;
+use crate::site_api::{CreateSite, SiteInfo, SiteList};
+use crate::{EXIT_CONFIG, EXIT_RUNTIME, Fail, FailCode};
+
+pub const EXIT_REFUSED: u8 = 7;
+
+fn refused(code: StatusCode, body: &[u8]) -> Fail {
+    let msg = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["error"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned());
+    Fail {
+        code: EXIT_REFUSED,
+        err: anyhow::anyhow!("{msg} ({code})"),
+    }
+}
+
+fn check(code: StatusCode, body: &Bytes) -> Result<(), Fail> {
+    if code.is_success() {
+        Ok(())
+    } else {
+        Err(refused(code, body))
+    }
+}
+
+pub fn run(cmd: SiteCommand) -> Result<(), Fail> {
+    match cmd {
+        SiteCommand::Create {
+            name,
+            domains,
+            replicas,
+            runtime,
+            cmd,
+            target,
+            json,
+        } => {
+            let runtime = match (runtime.as_str(), cmd) {
+                ("static", None) => model::Runtime::Static,
+                ("static", Some(_)) => {
+                    return Err(anyhow::anyhow!("--cmd needs --runtime command")).code(EXIT_CONFIG);
+                }
+                (_, Some(cmd)) => model::Runtime::Command { cmd },
+                (_, None) => {
+                    return Err(anyhow::anyhow!("--runtime command needs --cmd")).code(EXIT_CONFIG);
+                }
+            };
+            let req = CreateSite {
+                name,
+                domains,
+                replicas: Some(replicas),
+                runtime: Some(runtime),
+            };
+            let body = serde_json::to_vec(&req).code(EXIT_RUNTIME)?;
+            let (code, body) = call_with(
+                &target.data_dir,
+                Method::POST,
+                "/v1/sites",
+                Some("application/json"),
+                ClientBody::bytes(body),
+            )?;
+            check(code, &body)?;
+            if json {
+                say(String::from_utf8_lossy(&body).trim_end());
+            } else {
+                let info: SiteInfo = serde_json::from_slice(&body)
+                    .context("unexpected answer")
+                    .code(EXIT_RUNTIME)?;
+                say(&format!(
+                    "created site '{}' (master {}, {} cop{} wanted)",
+                    info.name,
+                    info.master.as_deref().unwrap_or("-"),
+                    info.replicas,
+                    if info.replicas == 1 { "y" } else { "ies" }
+                ));
+            }
+            Ok(())
+        }
+        SiteCommand::Push { name, dir, target } => push(&target.data_dir, &name, &dir),
+        SiteCommand::List { target, json } => {
+            let (code, body) = call(&target.data_dir, Method::GET, "/v1/sites")?;
+            check(code, &body)?;
+            if json {
+                say(String::from_utf8_lossy(&body).trim_end());
+                return Ok(());
+            }
+            let list: SiteList = serde_json::from_slice(&body)
+                .context("unexpected answer")
+                .code(EXIT_RUNTIME)?;
+            let mut out = format!(
+                "{:<20} {:<8} {:>5} {:>6} {:>6}  DOMAINS",
+                "SITE", "MASTER", "EPOCH", "COPIES", "HEAD"
+            );
+            for s in &list.sites {
+                let head = s
+                    .copies
+                    .iter()
+                    .find(|c| Some(&c.node) == s.master.as_ref())
+                    .map(|c| c.head.seq.to_string())
+                    .unwrap_or_else(|| "-".into());
+                out.push_str(&format!(
+                    "\n{:<20} {:<8} {:>5} {:>3}/{:<2} {:>6}  {}",
+                    s.name,
+                    s.master.as_deref().unwrap_or("-"),
+                    s.epoch,
+                    s.copies.len(),
+                    s.replicas,
+                    head,
+                    s.domains.join(" ")
+                ));
+            }
+            say(&out);
+            Ok(())
+        }
+        SiteCommand::Show { name, target, json } => {
+            let (code, body) = call(&target.data_dir, Method::GET, &format!("/v1/sites/{name}"))?;
+            check(code, &body)?;
+            if json {
+                say(String::from_utf8_lossy(&body).trim_end());
+                return Ok(());
+            }
+            let s: SiteInfo = serde_json::from_slice(&body)
+                .context("unexpected answer")
+                .code(EXIT_RUNTIME)?;
+            let mut out = format!(
+                "site {}  domains: {}\nmaster: {}  epoch: {}  copies: {} of {}\n",
+                s.name,
+                s.domains.join(" "),
+                s.master.as_deref().unwrap_or("none"),
+                s.epoch,
+                s.copies.len(),
+                s.replicas
+            );
+            out.push_str(&format!(
+                "{:<10} {:<9} {:<6} {:>6} {:>22} {:>8}",
+                "NODE", "ROLE", "ALIVE", "SEQ", "GUID", "LAG"
+            ));
+            for c in &s.copies {
+                out.push_str(&format!(
+                    "\n{:<10} {:<9} {:<6} {:>6} {:>22} {:>7.1}s",
+                    c.node, c.role, c.alive, c.head.seq, c.head.guid, c.lag_s
+                ));
+            }
+            for st in &s.stashes {
+                out.push_str(&format!("\nstash on {}: {}", st.node, st.name));
+            }
+            say(&out);
+            Ok(())
+        }
+        SiteCommand::Delete { name, yes, target } => {
+            if !yes {
+                return Err(anyhow::anyhow!(
+                    "deleting site '{name}' destroys every copy of it; pass --yes to confirm"
+                ))
+                .code(EXIT_CONFIG);
+            }
+            let (code, body) = call(
+                &target.data_dir,
+                Method::DELETE,
+                &format!("/v1/sites/{name}"),
+            )?;
+            check(code, &body)?;
+            say(&format!(
+                "site '{name}' is being deleted: every node destroys its copy as it learns of it"
+            ));
+            Ok(())
+        }
+    }
+}
+
+/// A `std::io::Write` that hands chunks to an async body stream.
+struct ChunkWriter {
+    tx: tokio::sync::mpsc::Sender<Result<hyper::body::Frame<Bytes>, std::io::Error>>,
+}
+
+impl std::io::Write for ChunkWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.tx
+            .blocking_send(Ok(hyper::body::Frame::data(Bytes::copy_from_slice(buf))))
+            .map_err(|_| std::io::Error::other("the upload was cut off"))?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Streams `dir` as a tar archive to the node.
+fn push(data_dir: &Path, name: &str, dir: &Path) -> Result<(), Fail> {
+    let meta = std::fs::metadata(dir)
+        .with_context(|| format!("cannot read {}", dir.display()))
+        .code(EXIT_CONFIG)?;
+    if !meta.is_dir() {
+        return Err(anyhow::anyhow!("{} is not a directory", dir.display())).code(EXIT_CONFIG);
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let dir = dir.to_owned();
+    let packer = std::thread::spawn(move || -> std::io::Result<()> {
+        let mut w = std::io::BufWriter::with_capacity(256 * 1024, ChunkWriter { tx: tx.clone() });
+        let result = (|| {
+            let mut b = tar::Builder::new(&mut w);
+            b.follow_symlinks(false);
+            b.append_dir_all(".", &dir)?;
+            b.finish()
+        })();
+        if let Err(e) = &result {
+            // Cut the body so the node sees a broken upload, not a short one.
+            let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+        }
+        drop(b_flush(w));
+        result
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    let body = http_body_util::StreamBody::new(stream).boxed_unsync();
+    let (code, resp) = call_with(
+        data_dir,
+        Method::PUT,
+        &format!("/v1/sites/{name}/content"),
+        Some("application/x-tar"),
+        body,
+    )?;
+    let packed = packer
+        .join()
+        .map_err(|_| anyhow::anyhow!("the packing thread panicked"))
+        .code(EXIT_RUNTIME)?;
+    packed
+        .context("cannot pack the directory")
+        .code(EXIT_CONFIG)?;
+    check(code, &resp)?;
+    say(&format!("pushed to site '{name}'; a snapshot holds it"));
+    Ok(())
+}
+
+fn b_flush(mut w: std::io::BufWriter<ChunkWriter>) -> std::io::Result<()> {
+    std::io::Write::flush(&mut w)
+}

@@ -1,0 +1,717 @@
+//! The site driver: runs the model's node state machine against real
+//! gossip and real storage.
+//!
+//! One task owns the `model::Node`. It feeds it the gossip view, timer
+//! ticks, admin commands and the outcomes of the actions it executed, and
+//! executes every action it gets back: gossip keys directly, storage and
+//! transfers on their own tasks (storage calls on blocking threads), whose
+//! outcomes come back as events. The decisions are all in the model.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use gossip::{ClusterView, Gossip, MemberState};
+use model::{
+    Action, Epoch, Event, LocalCopy, MemberView, Node, NodeConfig, NodeName, Outcome, PullError,
+    SiteKey, SiteName, SiteSpec, Time, View,
+    election::{Head, Role},
+};
+use serde::{Deserialize, Serialize};
+use storage::{Guid, SnapshotStore};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinSet;
+use tracing::{debug, info, warn};
+
+use crate::rpc::{self, ChainReply, PullReply, Request};
+
+/// Where a site's spec lives inside its dataset.
+pub const SPEC_FILE: &str = ".ringhost/site.toml";
+/// Key of the stashes a node holds of a site (written by this driver).
+pub const STASH_PREFIX: &str = "stash:";
+
+pub type Store = Arc<dyn SnapshotStore>;
+
+#[derive(Debug)]
+enum Cmd {
+    Create(SiteSpec, oneshot::Sender<Result<(), String>>),
+    Written(SiteName, oneshot::Sender<Result<Head, String>>),
+    Delete(SiteName),
+    Copy(
+        SiteName,
+        oneshot::Sender<Option<(Role, Epoch, Option<Head>)>>,
+    ),
+    Done(SiteName, Outcome),
+}
+
+/// When each master head was first seen, to tell how far behind a copy is.
+#[derive(Debug, Default)]
+pub struct LagBook {
+    seen: BTreeMap<SiteName, BTreeMap<u64, Instant>>,
+}
+
+impl LagBook {
+    /// Seconds since the master published the first snapshot that a copy
+    /// at `seq` lacks; 0 when the copy is current.
+    pub fn lag_s(&self, site: &SiteName, seq: u64, master_seq: u64) -> f64 {
+        if seq >= master_seq {
+            return 0.0;
+        }
+        self.seen
+            .get(site)
+            .and_then(|m| m.range(seq + 1..).next())
+            .map(|(_, t)| t.elapsed().as_secs_f64())
+            .unwrap_or(0.0)
+    }
+
+    #[allow(clippy::disallowed_methods)] // the driver owns the clock
+    fn record(&mut self, site: &SiteName, seq: u64) {
+        let m = self.seen.entry(site.clone()).or_default();
+        m.entry(seq).or_insert_with(Instant::now);
+        while m.len() > 256 {
+            m.pop_first();
+        }
+    }
+}
+
+/// The handle the admin API and the stream server use.
+#[derive(Clone)]
+pub struct Sites {
+    tx: mpsc::Sender<Cmd>,
+    pub store: Store,
+    pub gossip: Arc<Gossip>,
+    pub me: NodeName,
+    pub lag: Arc<Mutex<LagBook>>,
+}
+
+impl std::fmt::Debug for Sites {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sites")
+            .field("me", &self.me)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Durable role and epoch of each local copy (`DATA_DIR/sites.json`).
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Persisted {
+    sites: BTreeMap<SiteName, PersistedCopy>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+struct PersistedCopy {
+    role: Role,
+    epoch: Epoch,
+}
+
+/// The model's view of the cluster from the gossip view.
+pub fn model_view(v: &ClusterView) -> View {
+    let mut view = View::default();
+    for m in &v.members {
+        let keys = m
+            .keys
+            .iter()
+            .filter_map(|(k, val)| model::site::parse_site_key(k, val))
+            .collect();
+        view.members.insert(
+            m.name.clone(),
+            MemberView {
+                alive: m.state == MemberState::Alive,
+                left: m.state == MemberState::Left,
+                zone: m.zone.clone(),
+                keys,
+            },
+        );
+    }
+    view
+}
+
+pub fn heads(snaps: &[storage::Snapshot]) -> Vec<Head> {
+    snaps
+        .iter()
+        .filter_map(|s| {
+            s.seq().map(|seq| Head {
+                seq,
+                guid: s.guid.0,
+            })
+        })
+        .collect()
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, storage::Error> + Send + 'static,
+) -> Result<T, String> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(e) => Err(format!("storage task failed: {e}")),
+    }
+}
+
+/// Reads the local copies (with their persisted roles) for `Event::Start`.
+fn local_copies(store: &Store, persisted: &Persisted) -> anyhow::Result<Vec<LocalCopy>> {
+    let mut out = Vec::new();
+    for site in store.sites().context("cannot list local sites")? {
+        let chain = heads(&store.snapshots(&site)?);
+        let spec = store
+            .read_file(&site, std::path::Path::new(SPEC_FILE))
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .and_then(|t| toml::from_str::<SiteSpec>(&t).ok());
+        let p = persisted
+            .sites
+            .get(&site)
+            .copied()
+            .unwrap_or(PersistedCopy {
+                role: Role::Replica,
+                epoch: Epoch(0),
+            });
+        out.push(LocalCopy {
+            site,
+            role: p.role,
+            epoch: p.epoch,
+            chain,
+            spec,
+        });
+    }
+    Ok(out)
+}
+
+impl Sites {
+    /// Starts the driver. Returns the handle and the driver task.
+    pub async fn start(
+        cfg: NodeConfig,
+        store: Store,
+        gossip: Arc<Gossip>,
+        data_dir: PathBuf,
+    ) -> anyhow::Result<(Sites, tokio::task::JoinHandle<()>)> {
+        let state_path = data_dir.join("sites.json");
+        let persisted: Persisted = std::fs::read(&state_path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        let s2 = store.clone();
+        let copies = tokio::task::spawn_blocking(move || local_copies(&s2, &persisted))
+            .await
+            .context("storage task failed")??;
+        info!(copies = copies.len(), "local site copies found");
+        let (tx, rx) = mpsc::channel(256);
+        let sites = Sites {
+            tx: tx.clone(),
+            store,
+            me: cfg.name.clone(),
+            gossip,
+            lag: Arc::default(),
+        };
+        let mut node = Node::new(cfg);
+        #[allow(clippy::disallowed_methods)] // the driver owns the clock
+        let origin = Instant::now();
+        node.handle(Time(0), Event::Start(copies));
+        let driver = Driver {
+            node,
+            origin,
+            sites: sites.clone(),
+            rx,
+            state_path,
+            persisted: std::fs::read(data_dir.join("sites.json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .unwrap_or_default(),
+            waiters: BTreeMap::new(),
+            tasks: JoinSet::new(),
+        };
+        let task = tokio::spawn(driver.run());
+        sites.publish_stashes().await;
+        Ok((sites, task))
+    }
+
+    async fn call<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Cmd) -> Result<T, String> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(make(tx))
+            .await
+            .map_err(|_| "the site driver has stopped".to_owned())?;
+        rx.await
+            .map_err(|_| "the site driver has stopped".to_owned())
+    }
+
+    pub async fn create_local(&self, spec: SiteSpec) -> Result<(), String> {
+        self.call(|tx| Cmd::Create(spec, tx)).await?
+    }
+
+    /// Tells the driver the master copy was written; resolves with the
+    /// snapshot that holds the write.
+    pub async fn written(&self, site: SiteName) -> Result<Head, String> {
+        self.call(|tx| Cmd::Written(site, tx)).await?
+    }
+
+    pub async fn delete(&self, site: SiteName) -> Result<(), String> {
+        self.tx
+            .send(Cmd::Delete(site))
+            .await
+            .map_err(|_| "the site driver has stopped".to_owned())
+    }
+
+    pub async fn local_copy(&self, site: &SiteName) -> Option<(Role, Epoch, Option<Head>)> {
+        self.call(|tx| Cmd::Copy(site.clone(), tx))
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// Publishes `stash:<site>` keys for the stashes this node holds.
+    async fn publish_stashes(&self) {
+        let store = self.store.clone();
+        let Ok(stashes) = blocking(move || store.stashes()).await else {
+            return;
+        };
+        let mut by_site: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for s in stashes {
+            by_site.entry(s.site.to_string()).or_default().push(s.name);
+        }
+        for (site, names) in by_site {
+            let value = serde_json::to_string(&names).unwrap_or_default();
+            self.gossip
+                .set(&format!("{STASH_PREFIX}{site}"), &value)
+                .await;
+        }
+    }
+
+    /// Serves one stream a peer opened to this node.
+    pub async fn serve_stream(&self, incoming: gossip::IncomingStream) {
+        let peer = incoming.peer.clone();
+        let mut s = incoming.stream;
+        let req: Request = match rpc::read_frame(&mut s.reader).await {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(peer = %incoming.addr, error = %format!("{e:#}"), "bad request on a mesh stream");
+                return;
+            }
+        };
+        debug!(peer = %peer, ?req, "mesh request");
+        let result = match req {
+            Request::Pull { site, have } => self.serve_pull(site, have, &mut s).await,
+            Request::Chain { site } => {
+                let store = self.store.clone();
+                let chain = blocking(move || store.snapshots(&site))
+                    .await
+                    .unwrap_or_default();
+                rpc::write_frame(
+                    &mut s.writer,
+                    &ChainReply {
+                        guids: chain.iter().map(|c| c.guid.0.to_string()).collect(),
+                    },
+                )
+                .await
+            }
+            Request::Create { spec } => {
+                let reply = match self.create_local(spec).await {
+                    Ok(()) => rpc::Reply::ok(),
+                    Err(e) => rpc::Reply::err(500, e),
+                };
+                rpc::write_frame(&mut s.writer, &reply).await
+            }
+            Request::Push { site } => {
+                let reply = crate::push::receive_local(self, &site, s.reader).await;
+                rpc::write_frame(&mut s.writer, &reply).await
+            }
+        };
+        if let Err(e) = result {
+            debug!(peer = %peer, error = %format!("{e:#}"), "mesh request ended early");
+        }
+        let _ = tokio::io::AsyncWriteExt::shutdown(&mut s.writer).await;
+    }
+
+    async fn serve_pull(
+        &self,
+        site: SiteName,
+        have: Vec<String>,
+        s: &mut gossip::MeshStream,
+    ) -> anyhow::Result<()> {
+        let store = self.store.clone();
+        let site2 = site.clone();
+        let mine = match blocking(move || store.snapshots(&site2)).await {
+            Ok(m) => m,
+            Err(e) => {
+                return rpc::write_frame(&mut s.writer, &PullReply::Refused { error: e }).await;
+            }
+        };
+        let Some(newest) = mine.last() else {
+            return rpc::write_frame(
+                &mut s.writer,
+                &PullReply::Refused {
+                    error: format!("site '{site}' has no snapshot here"),
+                },
+            )
+            .await;
+        };
+        let have: Vec<u64> = have.iter().filter_map(|g| g.parse().ok()).collect();
+        let common = mine
+            .iter()
+            .rev()
+            .find(|m| have.contains(&m.guid.0))
+            .map(|m| m.guid);
+        let reply = match have.last() {
+            None => PullReply::Send {
+                from: None,
+                to: newest.guid.0.to_string(),
+                seq: newest.seq().unwrap_or(0),
+            },
+            Some(last) if *last == newest.guid.0 => PullReply::UpToDate,
+            Some(last) if !mine.iter().any(|m| m.guid.0 == *last) => PullReply::Diverged {
+                common: common.map(|g| g.0.to_string()),
+            },
+            Some(last) => PullReply::Send {
+                from: Some(last.to_string()),
+                to: newest.guid.0.to_string(),
+                seq: newest.seq().unwrap_or(0),
+            },
+        };
+        rpc::write_frame(&mut s.writer, &reply).await?;
+        let PullReply::Send { from, .. } = reply else {
+            return Ok(());
+        };
+        let from = from.and_then(|g| g.parse().ok()).map(Guid);
+        let to = newest.guid;
+        let store = self.store.clone();
+        let writer = std::mem::replace(&mut s.writer, Box::new(tokio::io::sink()));
+        let mut bridge = tokio_util::io::SyncIoBridge::new(writer);
+        let sent = tokio::task::spawn_blocking(move || -> Result<u64, String> {
+            let mut stream = store.send(&site, from, to).map_err(|e| e.to_string())?;
+            let n = std::io::copy(&mut stream, &mut bridge).map_err(|e| e.to_string())?;
+            std::io::Write::flush(&mut bridge).map_err(|e| e.to_string())?;
+            bridge.shutdown().map_err(|e| e.to_string())?;
+            Ok(n)
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("send task failed: {e}"))?;
+        match sent {
+            Ok(n) => debug!(bytes = n, "pull served"),
+            Err(e) => warn!(error = %e, "sending a snapshot stream failed"),
+        }
+        Ok(())
+    }
+}
+
+struct Driver {
+    node: Node,
+    origin: Instant,
+    sites: Sites,
+    rx: mpsc::Receiver<Cmd>,
+    state_path: PathBuf,
+    persisted: Persisted,
+    /// Per site: waiters for the snapshot that holds a write, with the
+    /// number of snapshot actions issued before the write.
+    waiters: BTreeMap<SiteName, Waiters>,
+    tasks: JoinSet<()>,
+}
+
+#[derive(Default)]
+struct Waiters {
+    issued: u64,
+    in_flight: Option<u64>,
+    pending: Vec<(u64, oneshot::Sender<Result<Head, String>>)>,
+    create: Vec<oneshot::Sender<Result<(), String>>>,
+}
+
+impl Driver {
+    fn now(&self) -> Time {
+        Time(self.origin.elapsed().as_millis() as u64)
+    }
+
+    async fn run(mut self) {
+        let mut view_rx: watch::Receiver<ClusterView> = self.sites.gossip.view();
+        self.drain_actions().await;
+        loop {
+            let sleep = match self.node.poll_timeout() {
+                Some(t) => Duration::from_millis(t.0.saturating_sub(self.now().0)),
+                None => Duration::from_secs(3600),
+            };
+            tokio::select! {
+                changed = view_rx.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    let view = model_view(&view_rx.borrow_and_update());
+                    self.record_lag(&view);
+                    let now = self.now();
+                    self.node.handle(now, Event::View(view));
+                }
+                cmd = self.rx.recv() => {
+                    let Some(cmd) = cmd else { break };
+                    self.command(cmd);
+                }
+                _ = tokio::time::sleep(sleep) => {
+                    let now = self.now();
+                    self.node.handle(now, Event::Tick);
+                }
+                Some(_) = self.tasks.join_next(), if !self.tasks.is_empty() => {}
+            }
+            self.drain_actions().await;
+        }
+    }
+
+    fn record_lag(&self, view: &View) {
+        let mut lag = self.sites.lag.lock().expect("lag lock is never poisoned");
+        for m in view.members.values() {
+            for k in &m.keys {
+                if let SiteKey::Copy(site, ck) = k
+                    && ck.role == Role::Master
+                {
+                    lag.record(site, ck.seq);
+                }
+            }
+        }
+    }
+
+    fn command(&mut self, cmd: Cmd) {
+        let now = self.now();
+        match cmd {
+            Cmd::Create(spec, reply) => {
+                if self.node.copy(&spec.name).is_some() {
+                    let _ = reply.send(Err(format!("site '{}' already exists here", spec.name)));
+                    return;
+                }
+                self.waiters
+                    .entry(spec.name.clone())
+                    .or_default()
+                    .create
+                    .push(reply);
+                self.node.handle(now, Event::Create(spec));
+            }
+            Cmd::Written(site, reply) => {
+                let w = self.waiters.entry(site.clone()).or_default();
+                w.pending.push((w.issued, reply));
+                self.node.handle(now, Event::Written(site));
+            }
+            Cmd::Delete(site) => self.node.handle(now, Event::Delete(site)),
+            Cmd::Copy(site, reply) => {
+                let _ = reply.send(self.node.copy(&site));
+            }
+            Cmd::Done(site, outcome) => {
+                self.settle_waiters(&site, &outcome);
+                self.node.handle(now, Event::Done(site, outcome));
+            }
+        }
+    }
+
+    fn settle_waiters(&mut self, site: &SiteName, outcome: &Outcome) {
+        let Some(w) = self.waiters.get_mut(site) else {
+            return;
+        };
+        match outcome {
+            Outcome::Created(r) => {
+                for tx in w.create.drain(..) {
+                    let _ = tx.send(r.as_ref().map(|_| ()).map_err(Clone::clone));
+                }
+            }
+            Outcome::Snapshot(r) => {
+                let Some(k) = w.in_flight.take() else { return };
+                // A write registered before snapshot k was issued is in it.
+                let (ready, rest): (Vec<_>, Vec<_>) =
+                    w.pending.drain(..).partition(|(before, _)| *before < k);
+                w.pending = rest;
+                for (_, tx) in ready {
+                    let _ = tx.send(r.clone());
+                }
+            }
+            _ => {}
+        }
+    }
+
+    async fn drain_actions(&mut self) {
+        while let Some(action) = self.node.poll_action() {
+            self.execute(action).await;
+        }
+    }
+
+    fn spawn_op<F>(&mut self, site: SiteName, fut: F)
+    where
+        F: std::future::Future<Output = Outcome> + Send + 'static,
+    {
+        let tx = self.sites.tx.clone();
+        self.tasks.spawn(async move {
+            let outcome = fut.await;
+            let _ = tx.send(Cmd::Done(site, outcome)).await;
+        });
+    }
+
+    async fn execute(&mut self, action: Action) {
+        debug!(?action, "site action");
+        let store = self.sites.store.clone();
+        match action {
+            Action::Publish { key, value } => self.sites.gossip.set(&key, &value).await,
+            Action::Unpublish { key } => self.sites.gossip.delete(&key).await,
+            Action::Persist { site, role, epoch } => {
+                self.persisted
+                    .sites
+                    .insert(site, PersistedCopy { role, epoch });
+                if let Err(e) = self.save() {
+                    warn!(error = %format!("{e:#}"), "cannot persist site roles");
+                }
+            }
+            Action::Create { site, spec } => {
+                info!(%site, "creating site");
+                self.spawn_op(site.clone(), async move {
+                    Outcome::Created(blocking(move || create(&*store, &site, &spec)).await)
+                });
+            }
+            Action::Snapshot { site, seq } => {
+                let w = self.waiters.entry(site.clone()).or_default();
+                w.issued += 1;
+                w.in_flight = Some(w.issued);
+                self.spawn_op(site.clone(), async move {
+                    let r = blocking(move || store.snapshot(&site, seq)).await;
+                    Outcome::Snapshot(r.map(|s| Head {
+                        seq,
+                        guid: s.guid.0,
+                    }))
+                });
+            }
+            Action::Pull { site, from } => {
+                let sites = self.sites.clone();
+                self.spawn_op(site.clone(), async move {
+                    Outcome::Pulled(pull(&sites, &site, &from).await)
+                });
+            }
+            Action::Stash { site, from } => {
+                let sites = self.sites.clone();
+                self.spawn_op(site.clone(), async move {
+                    let r = stash(&sites, &site, &from).await;
+                    sites.publish_stashes().await;
+                    Outcome::Stashed(r)
+                });
+            }
+            Action::Promote { site, epoch } => {
+                info!(%site, %epoch, "promoting to master");
+                self.spawn_op(site.clone(), async move {
+                    Outcome::Switched(blocking(move || store.set_writable(&site)).await)
+                });
+            }
+            Action::Demote { site } => {
+                info!(%site, "stepping down to replica");
+                self.spawn_op(site.clone(), async move {
+                    Outcome::Switched(blocking(move || store.set_readonly(&site)).await)
+                });
+            }
+            Action::Destroy { site } => {
+                info!(%site, "destroying the copy of a deleted site");
+                self.persisted.sites.remove(&site);
+                let _ = self.save();
+                self.spawn_op(site.clone(), async move {
+                    Outcome::Destroyed(blocking(move || store.destroy_site(&site)).await)
+                });
+            }
+        }
+    }
+
+    fn save(&self) -> anyhow::Result<()> {
+        let body = serde_json::to_vec_pretty(&self.persisted)?;
+        crate::daemon::write_atomic(&self.state_path, &body)
+    }
+}
+
+/// Creates a site's first copy: dataset, spec file, snapshot 1. On any
+/// failure the dataset is destroyed again, so nothing is half-created.
+fn create(
+    store: &dyn SnapshotStore,
+    site: &SiteName,
+    spec: &SiteSpec,
+) -> Result<Head, storage::Error> {
+    store.create_site(site)?;
+    let result = (|| {
+        let body = toml::to_string(spec).map_err(|e| storage::Error::Io {
+            context: format!("cannot encode the spec of site '{site}'"),
+            source: std::io::Error::other(e),
+        })?;
+        store.write_file(site, std::path::Path::new(SPEC_FILE), body.as_bytes())?;
+        store.snapshot(site, 1)
+    })();
+    match result {
+        Ok(s) => Ok(Head {
+            seq: 1,
+            guid: s.guid.0,
+        }),
+        Err(e) => {
+            if let Err(d) = store.destroy_site(site) {
+                warn!(%site, error = %d, "cannot remove a half-created site");
+            }
+            Err(e)
+        }
+    }
+}
+
+async fn pull(sites: &Sites, site: &SiteName, from: &NodeName) -> Result<Vec<Head>, PullError> {
+    let failed = |e: String| PullError::Failed(e);
+    let store = sites.store.clone();
+    let s2 = site.clone();
+    let have = blocking(move || match store.snapshots(&s2) {
+        Err(storage::Error::NoSuchSite { .. }) => Ok(Vec::new()),
+        other => other,
+    })
+    .await
+    .map_err(failed)?;
+    let mut s = sites.gossip.open_stream(from).await.map_err(failed)?;
+    rpc::write_frame(
+        &mut s.writer,
+        &Request::Pull {
+            site: site.clone(),
+            have: have.iter().map(|h| h.guid.0.to_string()).collect(),
+        },
+    )
+    .await
+    .map_err(|e| failed(format!("{e:#}")))?;
+    let reply: PullReply = rpc::read_frame(&mut s.reader)
+        .await
+        .map_err(|e| failed(format!("{e:#}")))?;
+    match reply {
+        PullReply::UpToDate => return Ok(heads(&have)),
+        PullReply::Diverged { .. } => return Err(PullError::Diverged),
+        PullReply::Refused { error } => return Err(failed(error)),
+        PullReply::Send { seq, .. } => debug!(%site, %from, seq, "receiving"),
+    }
+    let store = sites.store.clone();
+    let s2 = site.clone();
+    let mut bridge = tokio_util::io::SyncIoBridge::new(s.reader);
+    let received = tokio::task::spawn_blocking(move || {
+        store.receive(&s2, &mut bridge)?;
+        store.snapshots(&s2)
+    })
+    .await
+    .map_err(|e| failed(format!("receive task failed: {e}")))?;
+    match received {
+        Ok(chain) => Ok(heads(&chain)),
+        Err(storage::Error::Diverged { .. }) => Err(PullError::Diverged),
+        Err(e) => Err(failed(e.to_string())),
+    }
+}
+
+async fn stash(sites: &Sites, site: &SiteName, from: &NodeName) -> Result<Vec<Head>, String> {
+    let mut s = sites.gossip.open_stream(from).await?;
+    rpc::write_frame(&mut s.writer, &Request::Chain { site: site.clone() })
+        .await
+        .map_err(|e| format!("{e:#}"))?;
+    let theirs: ChainReply = rpc::read_frame(&mut s.reader)
+        .await
+        .map_err(|e| format!("{e:#}"))?;
+    let theirs: Vec<u64> = theirs.guids.iter().filter_map(|g| g.parse().ok()).collect();
+    let store = sites.store.clone();
+    let site = site.clone();
+    blocking(move || {
+        let mine = store.snapshots(&site)?;
+        let common = mine
+            .iter()
+            .rev()
+            .find(|m| theirs.contains(&m.guid.0))
+            .map(|m| m.guid);
+        let stash = store.stash(&site, common)?;
+        info!(%site, stash = %stash.name, "kept diverged snapshots as a stash");
+        match store.snapshots(&site) {
+            // Nothing in common: the whole copy went to the stash.
+            Err(storage::Error::NoSuchSite { .. }) => Ok(Vec::new()),
+            other => other.map(|c| heads(&c)),
+        }
+    })
+    .await
+}
