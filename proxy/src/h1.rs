@@ -463,12 +463,11 @@ where
         match key {
             UpstreamKey::Tcp(addr) => proxy.connect_backend(*addr).await,
             UpstreamKey::Tunnel { node, site } => {
-                if let Some((k, up)) = self.tunnel.take() {
-                    if k == *key {
-                        let mut up = up;
-                        up.reused = true;
-                        return Ok(up);
-                    }
+                if let Some((k, mut up)) = self.tunnel.take()
+                    && k == *key
+                {
+                    up.reused = true;
+                    return Ok(up);
                 }
                 let header = TunnelHeader {
                     site: site.clone(),

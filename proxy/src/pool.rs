@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Mutex;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Waker};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, ReadBuf};
@@ -64,12 +64,9 @@ impl Upstream {
         let mut byte = [0u8; 1];
         let mut rb = ReadBuf::new(&mut byte);
         let mut cx = Context::from_waker(Waker::noop());
-        match Pin::new(&mut self.r).poll_read(&mut cx, &mut rb) {
-            Poll::Pending => false,
-            // EOF, an error, or unsolicited bytes: none is a usable idle
-            // connection.
-            Poll::Ready(_) => true,
-        }
+        // Pending: idle and open. Ready: EOF, an error, or unsolicited
+        // bytes; none of them is a usable idle connection.
+        Pin::new(&mut self.r).poll_read(&mut cx, &mut rb).is_ready()
     }
 }
 

@@ -683,10 +683,7 @@ async fn static_runtime_features_and_containment() {
         assert_eq!(r.status, 200);
         let r = request(
             node,
-            &get(
-                "/data.bin",
-                &format!("If-Range: \"stale\"\r\nRange: bytes=0-1\r\n"),
-            ),
+            &get("/data.bin", "If-Range: \"stale\"\r\nRange: bytes=0-1\r\n"),
         )
         .await;
         assert_eq!(r.status, 200);
