@@ -239,6 +239,9 @@ pub struct Report {
     /// the executable does not define the shim).
     pub entropy_bytes: u64,
     pub violation: Option<Violation>,
+    /// The trace's last lines, up to the violation; empty when every
+    /// invariant held.
+    pub trace_tail: Vec<String>,
 }
 
 impl Report {
@@ -480,6 +483,11 @@ impl Simulation {
             trace_hash: world.trace.hash(),
             trace_lines: world.trace.lines(),
             entropy_bytes: entropy::bytes_drawn(),
+            trace_tail: if violation.is_some() {
+                world.trace.tail()
+            } else {
+                Vec::new()
+            },
             violation,
         })
     }

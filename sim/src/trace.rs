@@ -1,8 +1,10 @@
 //! The simulation trace: one line per delivered or dropped message, fault
 //! and membership change, stamped with simulated time, folded into a 64-bit
 //! XXH3 hash as it is written. Two runs with the same seed must produce the
-//! same lines, hence the same hash.
+//! same lines, hence the same hash. The last [`TAIL`] lines are kept so a
+//! failure can show what led to it.
 
+use std::collections::VecDeque;
 use std::fmt::{self, Write as _};
 use std::fs::File;
 use std::io::{BufWriter, Write as _};
@@ -12,8 +14,14 @@ use std::time::Duration;
 use anyhow::Context;
 use xxhash_rust::xxh3::Xxh3;
 
+/// How many of the last lines a trace keeps.
+pub const TAIL: usize = 40;
+
 pub struct Trace {
     hasher: Xxh3,
+    /// The last `TAIL` lines; their buffers are reused, so keeping them
+    /// costs a copy per line and no allocation once full.
+    tail: VecDeque<String>,
     lines: u64,
     line: String,
     sink: Option<BufWriter<File>>,
@@ -34,6 +42,7 @@ impl Trace {
     pub fn new() -> Self {
         Self {
             hasher: Xxh3::new(),
+            tail: VecDeque::with_capacity(TAIL),
             lines: 0,
             line: String::with_capacity(128),
             sink: None,
@@ -63,6 +72,14 @@ impl Trace {
         );
         self.hasher.update(self.line.as_bytes());
         self.lines += 1;
+        let mut kept = if self.tail.len() == TAIL {
+            self.tail.pop_front().unwrap_or_default()
+        } else {
+            String::with_capacity(128)
+        };
+        kept.clear();
+        kept.push_str(self.line.trim_end());
+        self.tail.push_back(kept);
         if let Some(sink) = &mut self.sink
             && let Err(err) = sink.write_all(self.line.as_bytes())
         {
@@ -77,6 +94,11 @@ impl Trace {
 
     pub fn lines(&self) -> u64 {
         self.lines
+    }
+
+    /// The last lines written (at most [`TAIL`]), oldest first.
+    pub fn tail(&self) -> Vec<String> {
+        self.tail.iter().cloned().collect()
     }
 
     /// Flushes the trace file, reporting any write error seen on the way.

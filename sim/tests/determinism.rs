@@ -86,6 +86,15 @@ fn broken_invariant_prints_seed_and_replay_command() {
     );
     assert!(replay.contains("--converge-bound 1ms"), "{replay}");
     assert!(replay.contains("--fault-gap 2s"), "{replay}");
+    // The trace leading to the violation, and the violation.
+    let tail: Vec<&str> = stdout
+        .lines()
+        .skip_while(|l| !l.contains("trace before the violation"))
+        .skip(1)
+        .take_while(|l| l.starts_with("    "))
+        .collect();
+    assert!(!tail.is_empty(), "{stdout}");
+    assert!(tail.iter().any(|l| l.contains(" violation ")), "{stdout}");
     // The replay reproduces the failure exactly (all but wall time).
     let again = run(4, &["--converge-bound", "1ms"]);
     let simulated_only = |out: &Output| -> Vec<String> {

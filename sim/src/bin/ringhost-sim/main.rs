@@ -252,6 +252,19 @@ fn speed(simulated: Duration, wall: Duration) -> f64 {
     simulated.as_secs_f64() / wall.as_secs_f64().max(1e-9)
 }
 
+/// The trace up to a violation.
+fn print_tail(out: &mut impl Write, report: &Report) -> io::Result<()> {
+    writeln!(
+        out,
+        "  trace before the violation (last {} lines):",
+        report.trace_tail.len()
+    )?;
+    for line in &report.trace_tail {
+        writeln!(out, "    {line}")?;
+    }
+    Ok(())
+}
+
 /// The figures that come with the model integration: failover time and
 /// replication lag, measured the way the real cluster is.
 fn print_model_figures(
@@ -369,6 +382,7 @@ fn run(cli: &Cli) -> anyhow::Result<bool> {
     print_report(&mut out, &report, took)?;
     if let Some(violation) = &report.violation {
         writeln!(out, "invariant broken {violation}")?;
+        print_tail(&mut out, &report)?;
         writeln!(out, "SIM_SEED={seed}")?;
         writeln!(out, "replay: {}", cli.replay(seed))?;
         return Ok(false);
@@ -488,6 +502,7 @@ fn print_run(
     )?;
     if let Some(violation) = &report.violation {
         writeln!(out, "  invariant broken {violation}")?;
+        print_tail(out, report)?;
         totals.failed.push(report.seed);
     }
     Ok(())
