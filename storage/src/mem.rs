@@ -6,9 +6,17 @@
 //! is the sum of distinct file contents held anywhere. Guids come from a
 //! seeded generator, so the same seed gives the same guids.
 //!
-//! Stream format (little-endian): `b"RHM1"`, from guid `u64` (0: full), to
-//! guid `u64`, snapshot name (`u32` length + UTF-8), file count `u32`, then
-//! per file path (`u32` + UTF-8) and data (`u64` + bytes), and last an
+//! Time: the store reads no clock. It has a logical clock, set by its owner
+//! with [`MemStore::set_clock`] (Unix seconds, 0 until set), whose value
+//! stamps each snapshot it takes as [`Snapshot::created`]. A received
+//! snapshot keeps the sender's `created`, carried in the stream like the
+//! guid, as `zfs receive` keeps the sender's `creation`; its `createtxg`
+//! is the receiver's own, as on ZFS.
+//!
+//! Stream format (little-endian): `b"RHM2"`, from guid `u64` (0: full), to
+//! guid `u64`, to's creation time `u64` (Unix seconds), snapshot name (`u32`
+//! length + UTF-8), file count `u32`, then per file path (`u32` + UTF-8)
+//! and data (`u64` + bytes), and last an
 //! FNV-1a 64 checksum `u64` of everything before it. An incremental stream
 //! carries the whole file map of its target; only its base check makes it
 //! incremental.
@@ -54,6 +62,8 @@ struct StashDs {
 struct Inner {
     rng: u64,
     txg: u64,
+    /// The logical clock (Unix seconds) that stamps new snapshots.
+    clock: u64,
     capacity: Option<u64>,
     sites: BTreeMap<SiteName, Dataset>,
     stashes: BTreeMap<String, StashDs>,
@@ -147,11 +157,27 @@ impl MemStore {
             inner: Mutex::new(Inner {
                 rng: seed,
                 txg: 0,
+                clock: 0,
                 capacity,
                 sites: BTreeMap::new(),
                 stashes: BTreeMap::new(),
             }),
         }
+    }
+
+    /// Sets the logical clock (Unix seconds) that stamps the snapshots
+    /// this store takes from now on as [`Snapshot::created`]; it is 0 until
+    /// set. The store never reads a real clock, so the simulator owns time.
+    /// Setting it backwards is allowed, as a wall clock can step back; a
+    /// chain is then no longer ordered by `created` (it still is by
+    /// `createtxg`). Received snapshots keep the sender's time instead.
+    pub fn set_clock(&self, unix_seconds: u64) {
+        self.lock().clock = unix_seconds;
+    }
+
+    /// The logical clock's current value (Unix seconds).
+    pub fn clock(&self) -> u64 {
+        self.lock().clock
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -161,7 +187,8 @@ impl MemStore {
     }
 }
 
-const MAGIC: &[u8; 4] = b"RHM1";
+/// `RHM1` had no creation time; such streams are refused as bad magic.
+const MAGIC: &[u8; 4] = b"RHM2";
 
 fn fnv1a(data: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -177,6 +204,7 @@ fn encode(from: Option<Guid>, snap: &Snapshot, files: &Files) -> Vec<u8> {
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&from.map_or(0, |g| g.0).to_le_bytes());
     out.extend_from_slice(&snap.guid.0.to_le_bytes());
+    out.extend_from_slice(&snap.created.to_le_bytes());
     let put_str = |out: &mut Vec<u8>, s: &str| {
         out.extend_from_slice(&(s.len() as u32).to_le_bytes());
         out.extend_from_slice(s.as_bytes());
@@ -195,12 +223,14 @@ fn encode(from: Option<Guid>, snap: &Snapshot, files: &Files) -> Vec<u8> {
 
 struct Decoded {
     header: StreamHeader,
+    /// The sent snapshot's creation time, kept by the receiver.
+    created: u64,
     name: String,
     files: Vec<(PathBuf, Vec<u8>)>,
 }
 
 fn decode(buf: &[u8]) -> std::result::Result<Decoded, String> {
-    if buf.len() < 4 + 16 + 8 || &buf[..4] != MAGIC {
+    if buf.len() < 4 + 24 + 8 || &buf[..4] != MAGIC {
         return Err("not a memstore stream (bad magic or too short)".to_owned());
     }
     let (body, sum) = buf.split_at(buf.len() - 8);
@@ -234,6 +264,7 @@ fn decode(buf: &[u8]) -> std::result::Result<Decoded, String> {
     if to == 0 {
         return Err("stream names no target snapshot".to_owned());
     }
+    let created = to_u64(&take(8)?);
     let n = to_u32(&take(4)?) as usize;
     let name = String::from_utf8(take(n)?).map_err(|_| "name is not utf-8")?;
     let count = to_u32(&take(4)?);
@@ -252,6 +283,7 @@ fn decode(buf: &[u8]) -> std::result::Result<Decoded, String> {
             from: (from != 0).then_some(Guid(from)),
             to: Guid(to),
         },
+        created,
         name,
         files,
     })
@@ -288,6 +320,7 @@ impl SnapshotStore for MemStore {
             name,
             guid: inner.next_guid(),
             createtxg: inner.next_txg(),
+            created: inner.clock,
         };
         let ds = inner.site_mut(site)?;
         let files = ds.live.clone();
@@ -372,6 +405,8 @@ impl SnapshotStore for MemStore {
             name: d.name,
             guid: d.header.to,
             createtxg: inner.next_txg(),
+            // As `zfs receive`: the sender's creation time, not this clock.
+            created: d.created,
         };
         let ds = inner.sites.entry(site.clone()).or_insert_with(|| Dataset {
             readonly: true,
@@ -563,13 +598,45 @@ mod tests {
             name: "ringhost-1".into(),
             guid: Guid(5),
             createtxg: 1,
+            created: 1_795_624_207,
         };
         let mut files = Files::new();
         files.insert("a".into(), Arc::new(b"hello".to_vec()));
         let bytes = encode(Some(Guid(4)), &snap, &files);
-        assert!(decode(&bytes).is_ok());
+        let d = decode(&bytes).expect("valid stream");
+        assert_eq!(d.created, snap.created);
         for n in 0..bytes.len() {
             assert!(decode(&bytes[..n]).is_err(), "prefix of {n} bytes");
         }
+    }
+
+    #[test]
+    fn clock_stamps_snapshots_and_receive_keeps_the_senders_time() {
+        let site: SiteName = "a".parse().expect("valid literal");
+        let (a, b) = (MemStore::new(1), MemStore::new(2));
+        a.create_site(&site).expect("create");
+        let s1 = a.snapshot(&site, 1).expect("snapshot");
+        assert_eq!(s1.created, 0, "the clock is 0 until set");
+        a.set_clock(1_000);
+        let s2 = a.snapshot(&site, 2).expect("snapshot");
+        a.set_clock(1_005);
+        let s3 = a.snapshot(&site, 3).expect("snapshot");
+        assert_eq!((s2.created, s3.created), (1_000, 1_005));
+
+        b.set_clock(9_999);
+        let mut from = None;
+        for s in [&s1, &s2, &s3] {
+            let mut stream = a.send(&site, from, s.guid).expect("send");
+            let got = b.receive(&site, &mut stream).expect("receive");
+            assert_eq!(got.created, s.created);
+            from = Some(s.guid);
+        }
+        let created: Vec<u64> = b
+            .snapshots(&site)
+            .expect("chain")
+            .iter()
+            .map(|s| s.created)
+            .collect();
+        assert_eq!(created, [0, 1_000, 1_005]);
     }
 }

@@ -3,9 +3,10 @@
 use crate::error::{Error, Result};
 use crate::types::{Guid, Snapshot, StreamHeader};
 
-/// Parses `zfs list -H -p -o name,guid,createtxg -t snapshot -r DATASET`
-/// output (tab-separated, exact numbers) into `dataset`'s chain, oldest
-/// first. Snapshots of other datasets (children under `-r`) are skipped.
+/// Parses `zfs list -H -p -o name,guid,createtxg,creation -t snapshot -r
+/// DATASET` output (tab-separated, exact numbers; `creation` in Unix
+/// seconds) into `dataset`'s chain, oldest first. Snapshots of other
+/// datasets (children under `-r`) are skipped.
 pub fn parse_snapshot_list(text: &str, dataset: &str) -> Result<Vec<Snapshot>> {
     let prefix = format!("{dataset}@");
     let mut out = Vec::new();
@@ -15,10 +16,14 @@ pub fn parse_snapshot_list(text: &str, dataset: &str) -> Result<Vec<Snapshot>> {
             reason: reason.to_owned(),
         };
         let mut cols = line.split('\t');
-        let (Some(name), Some(guid), Some(txg), None) =
-            (cols.next(), cols.next(), cols.next(), cols.next())
-        else {
-            return Err(bad("expected 3 tab-separated columns"));
+        let (Some(name), Some(guid), Some(txg), Some(creation), None) = (
+            cols.next(),
+            cols.next(),
+            cols.next(),
+            cols.next(),
+            cols.next(),
+        ) else {
+            return Err(bad("expected 4 tab-separated columns"));
         };
         let Some(snap) = name.strip_prefix(&prefix) else {
             continue;
@@ -32,10 +37,14 @@ pub fn parse_snapshot_list(text: &str, dataset: &str) -> Result<Vec<Snapshot>> {
         let createtxg = txg
             .parse::<u64>()
             .map_err(|_| bad("createtxg is not an exact integer"))?;
+        let created = creation
+            .parse::<u64>()
+            .map_err(|_| bad("creation is not an exact integer (Unix seconds)"))?;
         out.push(Snapshot {
             name: snap.to_owned(),
             guid: Guid(guid),
             createtxg,
+            created,
         });
     }
     out.sort_by_key(|s| s.createtxg);
@@ -122,23 +131,33 @@ mod tests {
 
     #[test]
     fn snapshot_list_sorted_and_filtered() {
-        let text = "tank/sites/a@ringhost-2\t3010373376199736997\t30\n\
-                    tank/sites/a@ringhost-1\t9695577976190598292\t16\n\
-                    tank/sites/a/child@x\t1\t2\n\
-                    tank/sites/ab@ringhost-1\t5\t3\n\n";
+        let text = "tank/sites/a@ringhost-2\t3010373376199736997\t30\t1795624210\n\
+                    tank/sites/a@ringhost-1\t9695577976190598292\t16\t1795624207\n\
+                    tank/sites/a/child@x\t1\t2\t3\n\
+                    tank/sites/ab@ringhost-1\t5\t3\t4\n\n";
         let chain = parse_snapshot_list(text, "tank/sites/a").expect("valid output");
         let names: Vec<_> = chain.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["ringhost-1", "ringhost-2"]);
         assert_eq!(chain[0].guid, Guid(9695577976190598292));
+        assert_eq!(chain[0].created, 1795624207);
         assert_eq!(chain[1].createtxg, 30);
+        assert_eq!(chain[1].created, 1795624210);
     }
 
     #[test]
     fn snapshot_list_rejects_rounded_numbers() {
         // zfs-fuse's `zfs list` has no -p and prints guids as "8.41E".
-        let err = parse_snapshot_list("t/a@s\t8.41E\t16\n", "t/a").expect_err("rounded guid");
+        let err =
+            parse_snapshot_list("t/a@s\t8.41E\t16\t1795624207\n", "t/a").expect_err("rounded guid");
         assert!(err.to_string().contains("8.41E"), "{err}");
+        // Without -p, creation is a date ("Mon Nov 23 10:30 2026").
+        let err = parse_snapshot_list("t/a@s\t1\t16\tMon Nov 23 10:30 2026\n", "t/a")
+            .expect_err("formatted creation");
+        assert!(err.to_string().contains("creation"), "{err}");
         assert!(parse_snapshot_list("t/a@s\t1\n", "t/a").is_err());
+        // The listing before `creation` was added (3 columns) is refused.
+        assert!(parse_snapshot_list("t/a@s\t1\t16\n", "t/a").is_err());
+        assert!(parse_snapshot_list("t/a@s\t1\t16\t5\t6\n", "t/a").is_err());
         assert!(parse_snapshot_list("", "t/a").expect("empty").is_empty());
     }
 

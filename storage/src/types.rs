@@ -35,8 +35,15 @@ pub struct Snapshot {
     /// The part after `@`, e.g. `ringhost-7`.
     pub name: String,
     pub guid: Guid,
-    /// Transaction group of creation: orders a chain (oldest first).
+    /// Transaction group of creation: orders a chain (oldest first). Local
+    /// to a pool: a received snapshot gets the receiver's txg.
     pub createtxg: u64,
+    /// Creation time, Unix seconds (ZFS's `creation` property), for pruning
+    /// by age. A received snapshot keeps the sender's value (ZFS copies it
+    /// from the stream; zfs-fuse 0.7 does too), so it is the same on every
+    /// copy. Taken from the wall clock, so it is non-decreasing along a
+    /// chain only as far as the clock of the node that took it is.
+    pub created: u64,
 }
 
 impl Snapshot {
@@ -145,6 +152,7 @@ mod tests {
             name: snapshot_name(n),
             guid: Guid(guid),
             createtxg: n,
+            created: 1_700_000_000 + n,
         }
     }
 
@@ -200,6 +208,7 @@ mod tests {
             name: "manual".into(),
             guid: Guid(1),
             createtxg: 1,
+            created: 0,
         };
         assert_eq!(other.seq(), None);
     }

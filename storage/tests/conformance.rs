@@ -23,6 +23,9 @@ trait Harness {
     type S: SnapshotStore;
     /// A fresh, empty store with room for about `size` bytes.
     fn store(&mut self, size: u64) -> Self::S;
+    /// Returns once a snapshot `s` takes gets a later `created` than every
+    /// snapshot taken before the call.
+    fn next_second(&mut self, s: &Self::S);
 }
 
 #[derive(Default)]
@@ -34,7 +37,14 @@ impl Harness for MemHarness {
     type S = MemStore;
     fn store(&mut self, size: u64) -> MemStore {
         self.seeds += 1;
-        MemStore::with_capacity(self.seeds, size)
+        let s = MemStore::with_capacity(self.seeds, size);
+        // Each store its own clock, as far apart as real ZFS could be: a
+        // receiver stamping with its own clock shows.
+        s.set_clock(1_700_000_000 + self.seeds * 86_400);
+        s
+    }
+    fn next_second(&mut self, s: &MemStore) {
+        s.set_clock(s.clock() + 1);
     }
 }
 
@@ -99,6 +109,25 @@ impl Harness for ZfsHarness {
         }
         self.try_store(size.max(64 * MIB))
             .expect("create a test pool")
+    }
+    /// Takes probe snapshots on a scratch site until `creation` moves on
+    /// (about a second; bounded, so a stuck clock fails instead of hanging).
+    fn next_second(&mut self, s: &ZfsStore) {
+        let scratch = site("clock-probe");
+        s.create_site(&scratch).expect("create the probe site");
+        let first = s.snapshot(&scratch, 0).expect("probe snapshot").created;
+        let mut ticked = false;
+        for seq in 1..=2_000 {
+            let probe = s.snapshot(&scratch, seq).expect("probe snapshot");
+            s.destroy_snapshot(&scratch, probe.guid)
+                .expect("destroy probe snapshot");
+            if probe.created > first {
+                ticked = true;
+                break;
+            }
+        }
+        s.destroy_site(&scratch).expect("destroy the probe site");
+        assert!(ticked, "zfs creation time did not move on (stuck clock?)");
     }
 }
 
@@ -264,6 +293,16 @@ fn diverged_replica_is_stashed_then_follows<H: Harness>(h: &mut H) {
     assert_eq!(common, s2.guid);
     let stash = b.stash(&s, Some(common)).expect("stash");
     assert_eq!(stash.site, s);
+    // Stashing moves snapshots without retaking them: times are kept.
+    let after: Vec<_> = b
+        .snapshots(&s)
+        .expect("b")
+        .into_iter()
+        .chain(stash.snapshots.iter().cloned())
+        .map(|x| (x.guid, x.created))
+        .collect();
+    let was: Vec<_> = before.iter().map(|x| (x.guid, x.created)).collect();
+    assert_eq!(after, was);
     assert_eq!(stash.origin, Some(s2.guid));
     assert_eq!(guids(&stash.snapshots), vec![b3.guid]);
     assert_eq!(guids(&b.snapshots(&s).expect("b")), vec![s1.guid, s2.guid]);
@@ -386,6 +425,54 @@ fn pruning_keeps_chain_usable<H: Harness>(h: &mut H) {
     );
 }
 
+/// `created` is Unix seconds, non-decreasing along a chain, and a received
+/// snapshot keeps the sender's `created` (as `zfs receive` keeps
+/// `creation`; checked on zfs-fuse and OpenZFS), however much later it is
+/// received.
+fn creation_time_is_kept_on_receive<H: Harness>(h: &mut H) {
+    let (a, b) = (h.store(256 * MIB), h.store(256 * MIB));
+    let s = site("clock");
+    a.create_site(&s).expect("create");
+    let mut snaps = Vec::new();
+    for i in 1..=3 {
+        a.write_file(&s, p("n"), format!("{i}").as_bytes())
+            .expect("write");
+        snaps.push(a.snapshot(&s, i).expect("snapshot"));
+        if i == 2 {
+            h.next_second(&a);
+        }
+    }
+    // Unix seconds of this century, not a txg or a rounded value.
+    assert!(snaps.iter().all(|x| x.created > 1_600_000_000), "{snaps:?}");
+    assert!(snaps[2].created > snaps[1].created, "{snaps:?}");
+    let chain = a.snapshots(&s).expect("a");
+    assert_eq!(chain, snaps, "listing agrees with what snapshot returned");
+    assert!(chain.windows(2).all(|w| w[0].created <= w[1].created));
+
+    // Receive later than the snapshots were taken: the times still are the
+    // sender's.
+    h.next_second(&a);
+    h.next_second(&b);
+    let mut from = None;
+    for x in &snaps {
+        let got = transfer(&a, &b, &s, from, x.guid).expect("receive");
+        assert_eq!((got.guid, got.created), (x.guid, x.created));
+        from = Some(x.guid);
+    }
+    let cb = b.snapshots(&s).expect("b");
+    let times = |c: &[Snapshot]| c.iter().map(|x| (x.guid, x.created)).collect::<Vec<_>>();
+    assert_eq!(times(&cb), times(&snaps));
+    assert!(cb.windows(2).all(|w| w[0].created <= w[1].created));
+
+    // The receiver's own snapshots carry its own, later time.
+    b.set_writable(&s).expect("promote");
+    h.next_second(&b);
+    let own = b.snapshot(&s, 4).expect("b snapshot");
+    assert!(own.created > snaps[2].created, "{own:?}");
+    let cb = b.snapshots(&s).expect("b");
+    assert!(cb.windows(2).all(|w| w[0].created <= w[1].created));
+}
+
 fn full_pool_is_out_of_space<H: Harness>(h: &mut H) {
     let (a, b) = (h.store(256 * MIB), h.store(64 * MIB));
     let s = site("media");
@@ -435,6 +522,7 @@ conformance!(
     bad_stream_leaves_replica_unchanged,
     read_only_refuses_writes,
     pruning_keeps_chain_usable,
+    creation_time_is_kept_on_receive,
     full_pool_is_out_of_space,
 );
 
