@@ -17,7 +17,7 @@ if ! [[ $secs =~ ^[0-9]+$ ]] || [ "$secs" -eq 0 ]; then
 fi
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(http_request http_response chunked client_hello)
+    targets=(http_request http_response chunked client_hello tunnel_header)
 fi
 
 here=$(cd "$(dirname "$0")" && pwd)
