@@ -116,8 +116,11 @@ pub async fn push(
 }
 
 fn io_status(e: &std::io::Error) -> u16 {
-    // ENOSPC and EDQUOT: the pool is full.
-    if matches!(e.raw_os_error(), Some(28) | Some(122)) {
+    use std::io::ErrorKind;
+    // ENOSPC and EDQUOT (tar keeps the kind when it wraps the error).
+    if matches!(e.kind(), ErrorKind::StorageFull | ErrorKind::QuotaExceeded)
+        || e.to_string().contains("No space left")
+    {
         507
     } else {
         500
@@ -132,7 +135,19 @@ fn unpack(root: &Path, reader: impl Read) -> Result<(), (u16, String)> {
         return Err((500, format!("{} is not a mounted site", root.display())));
     }
     let incoming = own.join("incoming");
-    let fail = |what: &str, e: std::io::Error| (io_status(&e), format!("{what}: {e}"));
+    let fail = |what: &str, e: std::io::Error| {
+        let status = io_status(&e);
+        if status == 507 {
+            (
+                status,
+                format!(
+                    "{what}: the pool is full (No space left on device); the site is unchanged"
+                ),
+            )
+        } else {
+            (status, format!("{what}: {e}"))
+        }
+    };
     if incoming.exists() {
         fs::remove_dir_all(&incoming).map_err(|e| fail("cannot clear an old upload", e))?;
     }

@@ -235,10 +235,12 @@ fn push(data_dir: &Path, name: &str, dir: &Path) -> Result<(), Fail> {
         .join()
         .map_err(|_| anyhow::anyhow!("the packing thread panicked"))
         .code(EXIT_RUNTIME)?;
+    // The node's answer first: when it refuses early, the packer only
+    // sees its body cut off.
+    check(code, &resp)?;
     packed
         .context("cannot pack the directory")
         .code(EXIT_CONFIG)?;
-    check(code, &resp)?;
     say(&format!("pushed to site '{name}'; a snapshot holds it"));
     Ok(())
 }

@@ -219,6 +219,7 @@ impl Sites {
                 .and_then(|b| serde_json::from_slice(&b).ok())
                 .unwrap_or_default(),
             waiters: BTreeMap::new(),
+            settle: Vec::new(),
             tasks: JoinSet::new(),
         };
         let task = tokio::spawn(driver.run());
@@ -404,6 +405,8 @@ struct Driver {
     /// Per site: waiters for the snapshot that holds a write, with the
     /// number of snapshot actions issued before the write.
     waiters: BTreeMap<SiteName, Waiters>,
+    /// Outcomes whose waiters are answered after the next drain.
+    settle: Vec<(SiteName, Outcome)>,
     tasks: JoinSet<()>,
 }
 
@@ -490,7 +493,10 @@ impl Driver {
                 let _ = reply.send(self.node.copy(&site));
             }
             Cmd::Done(site, outcome) => {
-                self.settle_waiters(&site, &outcome);
+                // Waiters are answered after the actions this outcome
+                // causes ran, so that what they are told is already
+                // published.
+                self.settle.push((site.clone(), outcome.clone()));
                 self.node.handle(now, Event::Done(site, outcome));
             }
         }
@@ -524,6 +530,9 @@ impl Driver {
         while let Some(action) = self.node.poll_action() {
             self.execute(action).await;
         }
+        for (site, outcome) in std::mem::take(&mut self.settle) {
+            self.settle_waiters(&site, &outcome);
+        }
     }
 
     fn spawn_op<F>(&mut self, site: SiteName, fut: F)
@@ -533,6 +542,9 @@ impl Driver {
         let tx = self.sites.tx.clone();
         self.tasks.spawn(async move {
             let outcome = fut.await;
+            if let Some(e) = failure(&outcome) {
+                warn!(%site, error = %e, "site operation failed; it is retried");
+            }
             let _ = tx.send(Cmd::Done(site, outcome)).await;
         });
     }
@@ -612,6 +624,19 @@ impl Driver {
     }
 }
 
+/// The error of a failed outcome, for the log.
+fn failure(o: &Outcome) -> Option<String> {
+    match o {
+        Outcome::Created(Err(e))
+        | Outcome::Snapshot(Err(e))
+        | Outcome::Stashed(Err(e))
+        | Outcome::Switched(Err(e))
+        | Outcome::Destroyed(Err(e))
+        | Outcome::Pulled(Err(PullError::Failed(e))) => Some(e.clone()),
+        _ => None,
+    }
+}
+
 /// Creates a site's first copy: dataset, spec file, snapshot 1. On any
 /// failure the dataset is destroyed again, so nothing is half-created.
 fn create(
@@ -669,7 +694,11 @@ async fn pull(sites: &Sites, site: &SiteName, from: &NodeName) -> Result<Vec<Hea
         PullReply::UpToDate => return Ok(heads(&have)),
         PullReply::Diverged { .. } => return Err(PullError::Diverged),
         PullReply::Refused { error } => return Err(failed(error)),
-        PullReply::Send { seq, .. } => debug!(%site, %from, seq, "receiving"),
+        PullReply::Send {
+            seq, from: base, ..
+        } => {
+            info!(%site, %from, seq, incremental = base.is_some(), "receiving snapshots")
+        }
     }
     let store = sites.store.clone();
     let s2 = site.clone();

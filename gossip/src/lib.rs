@@ -128,6 +128,8 @@ pub struct Gossip {
     mesh: Arc<mesh::Shared>,
     view: watch::Receiver<ClusterView>,
     refresher: tokio::task::JoinHandle<()>,
+    /// Wakes the refresher early (after this node changed its own keys).
+    refresh: Arc<tokio::sync::Notify>,
     settings: GossipSettings,
     cluster: String,
 }
@@ -186,11 +188,13 @@ impl Gossip {
             }
         };
         let (tx, view) = watch::channel(ClusterView::default());
+        let refresh = Arc::new(tokio::sync::Notify::new());
         let refresher = tokio::spawn(refresh_view(
             handle.chitchat(),
             shared.clone(),
             cfg.identity.node.clone(),
             cfg.settings.interval,
+            refresh.clone(),
             tx,
         ));
         info!(node = %cfg.identity.node, mesh = %listen, cluster = %cfg.identity.cluster, "joined the mesh");
@@ -199,6 +203,7 @@ impl Gossip {
             mesh: shared,
             view,
             refresher,
+            refresh,
             settings: cfg.settings,
             cluster: cfg.identity.cluster,
         })
@@ -219,18 +224,20 @@ impl Gossip {
         self.view.clone()
     }
 
-    /// Sets one of this node's own keys.
+    /// Sets one of this node's own keys. The local view shows it at once.
     pub async fn set(&self, key: &str, value: &str) {
         self.handle
             .with_chitchat(|c| c.self_node_state().set(key, value))
             .await;
+        self.refresh.notify_one();
     }
 
-    /// Deletes one of this node's own keys.
+    /// Deletes one of this node's own keys. The local view shows it at once.
     pub async fn delete(&self, key: &str) {
         self.handle
             .with_chitchat(|c| c.self_node_state().delete(key))
             .await;
+        self.refresh.notify_one();
     }
 
     /// Incoming streams from peers, from now on. Call once; a stream that
@@ -305,12 +312,17 @@ async fn refresh_view(
     mesh: Arc<mesh::Shared>,
     me: NodeName,
     interval: Duration,
+    refresh: Arc<tokio::sync::Notify>,
     tx: watch::Sender<ClusterView>,
 ) {
     let mut warned: HashSet<(SocketAddr, String)> = HashSet::new();
     let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = refresh.notified() => {}
+        }
         let mut unverified = Vec::new();
         let view = {
             let c = chitchat.lock().await;

@@ -496,8 +496,13 @@ impl ZfsStore {
             format!("mountpoint={}", mp.display()),
         ];
         if self.cli.exists(&ds)? {
+            // Set only what differs: a `zfs set` remounts the children, and
+            // a child still mounted from before a crash is then "busy".
             for p in &props {
-                self.cli.zfs(&["set", p, &ds])?;
+                let (key, value) = p.split_once('=').expect("props are key=value");
+                if self.cli.get(key, &ds).ok().as_deref() != Some(value) {
+                    self.cli.zfs(&["set", p, &ds])?;
+                }
             }
         } else {
             let mut args = vec!["create"];
@@ -735,6 +740,10 @@ impl ZfsStore {
                 // zfs-fuse does not invalidate the kernel's cache of the
                 // replica's files: remount so readers see the new snapshot.
                 self.cli.unmount(&ds)?;
+                self.ensure_mounted(site, &ds)?;
+            } else if !existed {
+                // A new copy from a full stream: zfs-fuse does not always
+                // mount it; readers need it mounted.
                 self.ensure_mounted(site, &ds)?;
             }
             let chain = self.chain(&ds)?;

@@ -43,6 +43,9 @@ pub fn wait_for<T>(what: &str, within: Duration, mut f: impl FnMut() -> Option<T
 #[derive(Debug)]
 pub struct Env {
     pub tmp: tempfile::TempDir,
+    /// Pools the nodes of this test created; destroyed when the Env drops
+    /// (after its nodes: declare the Env first).
+    pools: std::sync::Mutex<Vec<String>>,
     /// Storage flags every node gets.
     pub storage: Vec<String>,
 }
@@ -80,6 +83,7 @@ impl Env {
         let tmp = tempfile::tempdir().expect("temp dir");
         let env = Env {
             tmp,
+            pools: std::sync::Mutex::default(),
             storage: storage.iter().map(|s| s.to_string()).collect(),
         };
         let certs = env.certs();
@@ -131,7 +135,10 @@ impl Env {
         }
         cmd.args(&self.storage)
             .args(extra)
-            .env("RUST_LOG", "info")
+            .env(
+                "RUST_LOG",
+                std::env::var("RINGHOST_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(
@@ -167,6 +174,12 @@ impl Env {
                 serde_json::from_str(&text).ok()
             },
         );
+        if let Some(pool) = node.pool() {
+            let mut pools = self.pools.lock().expect("pool list");
+            if !pools.contains(&pool) {
+                pools.push(pool);
+            }
+        }
         node
     }
 
@@ -179,6 +192,59 @@ impl Env {
             nodes.push(self.start(&format!("n{i}"), std::slice::from_ref(&seed), extra));
         }
         nodes
+    }
+}
+
+impl Env {
+    /// Destroys the pools this test's nodes created, and nothing else.
+    /// Their nodes must be dead by now (Node drops kill them).
+    fn destroy_pools(&self) {
+        for pool in self.pools.lock().expect("pool list").drain(..) {
+            for _ in 0..20 {
+                let _ = Command::new("zpool")
+                    .args(["destroy", "-f", &pool])
+                    .output();
+                let gone = Command::new("zpool")
+                    .args(["list", &pool])
+                    .output()
+                    .is_ok_and(|o| !o.status.success());
+                if gone {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}
+
+impl Drop for Env {
+    /// When a test fails, show the end of every node's log: the failure
+    /// can then be understood from CI's output alone.
+    fn drop(&mut self) {
+        self.destroy_pools();
+        if !std::thread::panicking() {
+            return;
+        }
+        let Ok(dir) = std::fs::read_dir(self.tmp.path()) else {
+            return;
+        };
+        for e in dir.flatten() {
+            let path = e.path();
+            if path.extension().is_some_and(|x| x == "log") {
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                let lines: Vec<&str> = text.lines().collect();
+                let keep: usize = std::env::var("RINGHOST_TEST_LOG_LINES")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(40);
+                let tail = &lines[lines.len().saturating_sub(keep)..];
+                eprintln!(
+                    "--- last lines of {} ---\n{}",
+                    path.display(),
+                    tail.join("\n")
+                );
+            }
+        }
     }
 }
 
@@ -295,22 +361,5 @@ impl Node {
 impl Drop for Node {
     fn drop(&mut self) {
         self.kill9();
-        // The embedded pool this test's node created (its image is in the
-        // test's temp dir): destroy it, and nothing else.
-        if let Some(pool) = self.pool() {
-            for _ in 0..10 {
-                let out = Command::new("zpool")
-                    .args(["destroy", "-f", &pool])
-                    .output();
-                let gone = Command::new("zpool")
-                    .args(["list", &pool])
-                    .output()
-                    .is_ok_and(|o| !o.status.success());
-                if out.is_ok_and(|o| o.status.success()) || gone {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        }
     }
 }
