@@ -3,7 +3,7 @@
 //! `ready.json`, children killed by PID on drop, and convergence awaited
 //! with a deadline.
 #![allow(dead_code)] // each test binary uses a different part of the harness
-#![allow(clippy::disallowed_methods)] // tests poll real processes against the wall clock
+#![allow(clippy::disallowed_methods, clippy::print_stderr)] // tests poll real processes against the wall clock and report on stderr
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
