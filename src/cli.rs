@@ -214,4 +214,13 @@ pub struct NodeArgs {
     /// How often a master snapshots a changed site (default 1s).
     #[arg(long, value_name = "DURATION")]
     pub snapshot_interval: Option<String>,
+    /// Retention: keep every snapshot younger than this (default 1h).
+    #[arg(long, value_name = "DURATION")]
+    pub keep_all: Option<String>,
+    /// Retention: keep the newest snapshot of each hour younger than this (default 24h).
+    #[arg(long, value_name = "DURATION")]
+    pub keep_hourly: Option<String>,
+    /// Retention: keep the newest snapshot of each day younger than this (default 168h).
+    #[arg(long, value_name = "DURATION")]
+    pub keep_daily: Option<String>,
 }

@@ -36,6 +36,9 @@ pub struct StorageFile {
     pub pool: Option<String>,
     pub pool_size: Option<String>,
     pub snapshot_interval: Option<String>,
+    pub keep_all: Option<String>,
+    pub keep_hourly: Option<String>,
+    pub keep_daily: Option<String>,
 }
 
 /// Where a node keeps its sites.
@@ -89,6 +92,7 @@ pub struct NodeSettings {
     pub gossip: GossipSettings,
     pub storage: StorageKind,
     pub snapshot_interval: Duration,
+    pub prune: model::PrunePolicy,
 }
 
 /// Flags of `ringhost node` that override the file.
@@ -108,6 +112,9 @@ pub struct Overrides {
     pub pool: Option<String>,
     pub pool_size: Option<String>,
     pub snapshot_interval: Option<String>,
+    pub keep_all: Option<String>,
+    pub keep_hourly: Option<String>,
+    pub keep_daily: Option<String>,
 }
 
 /// Parses `512M`, `2G`, `1T` or a number of bytes.
@@ -254,9 +261,22 @@ impl NodeSettings {
             .map(|s| parse_duration(&s))
             .transpose()?
             .unwrap_or(Duration::from_secs(1));
+        let dflt = model::PrunePolicy::default();
+        let keep = |flag: Option<String>, file: Option<String>, d: Duration| {
+            flag.or(file)
+                .map(|s| parse_duration(&s))
+                .transpose()
+                .map(|v| v.unwrap_or(d))
+        };
+        let prune = model::PrunePolicy {
+            keep_all: keep(o.keep_all, file.storage.keep_all, dflt.keep_all)?,
+            keep_hourly: keep(o.keep_hourly, file.storage.keep_hourly, dflt.keep_hourly)?,
+            keep_daily: keep(o.keep_daily, file.storage.keep_daily, dflt.keep_daily)?,
+        };
         Ok(NodeSettings {
             storage,
             snapshot_interval,
+            prune,
             name,
             data_dir,
             certs,

@@ -74,6 +74,9 @@ fn settings(args: NodeArgs) -> anyhow::Result<NodeSettings> {
             pool: args.pool,
             pool_size: args.pool_size,
             snapshot_interval: args.snapshot_interval,
+            keep_all: args.keep_all,
+            keep_hourly: args.keep_hourly,
+            keep_daily: args.keep_daily,
         },
     )
 }
@@ -200,6 +203,7 @@ async fn serve(
     node_cfg.snapshot_interval = s.snapshot_interval;
     let (sites, driver) = match Sites::start(
         node_cfg,
+        s.prune,
         storage.store.clone(),
         gossip.clone(),
         dir.path.clone(),

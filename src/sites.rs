@@ -84,6 +84,7 @@ pub struct Sites {
     pub gossip: Arc<Gossip>,
     pub me: NodeName,
     pub lag: Arc<Mutex<LagBook>>,
+    pub prune: model::PrunePolicy,
 }
 
 impl std::fmt::Debug for Sites {
@@ -182,6 +183,7 @@ impl Sites {
     /// Starts the driver. Returns the handle and the driver task.
     pub async fn start(
         cfg: NodeConfig,
+        prune: model::PrunePolicy,
         store: Store,
         gossip: Arc<Gossip>,
         data_dir: PathBuf,
@@ -203,6 +205,7 @@ impl Sites {
             me: cfg.name.clone(),
             gossip,
             lag: Arc::default(),
+            prune,
         };
         let mut node = Node::new(cfg);
         #[allow(clippy::disallowed_methods)] // the driver owns the clock
@@ -573,8 +576,15 @@ impl Driver {
                 let w = self.waiters.entry(site.clone()).or_default();
                 w.issued += 1;
                 w.in_flight = Some(w.issued);
+                let protected = self.replica_heads(&site);
+                let policy = self.sites.prune;
                 self.spawn_op(site.clone(), async move {
-                    let r = blocking(move || store.snapshot(&site, seq)).await;
+                    let r = blocking(move || {
+                        let snap = store.snapshot(&site, seq)?;
+                        prune(&*store, &site, &protected, &policy);
+                        Ok(snap)
+                    })
+                    .await;
                     Outcome::Snapshot(r.map(|s| Head {
                         seq,
                         guid: s.guid.0,
@@ -584,7 +594,30 @@ impl Driver {
             Action::Pull { site, from } => {
                 let sites = self.sites.clone();
                 self.spawn_op(site.clone(), async move {
-                    Outcome::Pulled(pull(&sites, &site, &from).await)
+                    let r = pull(&sites, &site, &from).await;
+                    if r.is_ok() {
+                        let store = sites.store.clone();
+                        let policy = sites.prune;
+                        let s2 = site.clone();
+                        let _ = blocking(move || {
+                            prune(&*store, &s2, &std::collections::BTreeSet::new(), &policy);
+                            Ok(())
+                        })
+                        .await;
+                    }
+                    // The chain after pruning is what the copy holds.
+                    let r = match r {
+                        Ok(_) => {
+                            let store = sites.store.clone();
+                            let s2 = site.clone();
+                            blocking(move || store.snapshots(&s2))
+                                .await
+                                .map(|c| heads(&c))
+                                .map_err(PullError::Failed)
+                        }
+                        Err(e) => Err(e),
+                    };
+                    Outcome::Pulled(r)
                 });
             }
             Action::Stash { site, from } => {
@@ -618,9 +651,53 @@ impl Driver {
         }
     }
 
+    /// The heads of the live replicas of `site` (their bases for the next
+    /// incremental): pruning keeps them.
+    fn replica_heads(&self, site: &SiteName) -> std::collections::BTreeSet<u64> {
+        let view = model_view(&self.sites.gossip.view().borrow());
+        model::holders(&view, site)
+            .into_iter()
+            .filter(|h| h.alive && h.node != self.sites.me)
+            .map(|h| h.copy.head.guid)
+            .collect()
+    }
+
     fn save(&self) -> anyhow::Result<()> {
         let body = serde_json::to_vec_pretty(&self.persisted)?;
         crate::daemon::write_atomic(&self.state_path, &body)
+    }
+}
+
+/// Destroys the snapshots of `site` that `policy` lets go, never the head
+/// nor a `protected` one. A snapshot that cannot go (a stash was cloned
+/// from it) stays; failures are logged, not fatal.
+fn prune(
+    store: &dyn SnapshotStore,
+    site: &SiteName,
+    protected: &std::collections::BTreeSet<u64>,
+    policy: &model::PrunePolicy,
+) {
+    let Ok(chain) = store.snapshots(site) else {
+        return;
+    };
+    let aged: Vec<model::Aged> = chain
+        .iter()
+        .map(|s| model::Aged {
+            guid: s.guid.0,
+            created: s.created,
+        })
+        .collect();
+    #[allow(clippy::disallowed_methods)] // retention is about wall-clock age
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    for guid in model::to_prune(&aged, protected, policy, now) {
+        match store.destroy_snapshot(site, Guid(guid)) {
+            Ok(()) => debug!(%site, guid, "pruned a snapshot"),
+            Err(storage::Error::HasDependents { .. }) => {}
+            Err(e) => warn!(%site, guid, error = %e, "cannot prune a snapshot"),
+        }
     }
 }
 

@@ -536,3 +536,80 @@ fn bad_site_input_gets_clear_errors_and_leaves_nothing_half_created() {
     assert!(err.contains("zpool"), "{err}");
     assert!(!env.data_dir("other").join("ready.json").exists());
 }
+
+#[test]
+fn after_200_snapshot_intervals_the_chain_stays_bounded_and_replicas_stay_incremental() {
+    if !zfs_available("prune") {
+        return;
+    }
+    let env = Env::new_zfs("demo", &["n1", "n2"], "256M");
+    // A compressed policy so that 200 intervals span several windows:
+    // everything of the last 3 s, then one per hour and day bucket.
+    let flags = [
+        "--snapshot-interval",
+        "50ms",
+        "--keep-all",
+        "3s",
+        "--keep-hourly",
+        "1s",
+        "--keep-daily",
+        "1s",
+    ];
+    let nodes = env.start_cluster(2, &flags);
+    let master = create(&nodes[0], "blog", "2");
+    let mi = nodes.iter().position(|n| n.name == master).expect("master");
+    let ri = 1 - mi;
+    let dir = env.path().join("content");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let start = Instant::now();
+    for i in 0..200 {
+        std::fs::write(dir.join("index.html"), format!("version {i}")).expect("write");
+        ok(ringhost(&nodes[mi], &["site", "push", "blog", p(&dir)]));
+    }
+    eprintln!(
+        "200 pushes, each in its own snapshot, took {:?}",
+        start.elapsed()
+    );
+    wait_equal_heads(&[&nodes[0], &nodes[1]], "blog", 2, Duration::from_secs(10));
+    let count = |n: &Node| {
+        let pool = n.pool().expect("pool");
+        let out = Command::new("zfs")
+            .args([
+                "list",
+                "-H",
+                "-t",
+                "snapshot",
+                "-o",
+                "name",
+                "-r",
+                &format!("{pool}/sites/blog"),
+            ])
+            .output()
+            .expect("zfs");
+        String::from_utf8_lossy(&out.stdout).lines().count()
+    };
+    let (m, r) = (count(&nodes[mi]), count(&nodes[ri]));
+    eprintln!("snapshots kept after 200 intervals: master {m}, replica {r}");
+    let seq = master_seq(&[&nodes[0], &nodes[1]], "blog");
+    assert!(seq >= 200, "only {seq} snapshots were taken");
+    // 3 s of 50 ms intervals at most (pushes are slower), plus the hour and
+    // day buckets, the head and the replica's base.
+    assert!(m <= 3000 / 50 + 4, "master keeps {m} snapshots");
+    assert!(r <= 3000 / 50 + 4, "replica keeps {r} snapshots");
+    let log = nodes[ri].log_text();
+    let full = log
+        .lines()
+        .filter(|l| l.contains("receiving snapshots site=blog") && l.contains("incremental=false"))
+        .count();
+    let incr = log
+        .lines()
+        .filter(|l| l.contains("receiving snapshots site=blog") && l.contains("incremental=true"))
+        .count();
+    eprintln!("replica receives: {full} full, {incr} incremental");
+    assert_eq!(full, 1, "the replica needed a full resend");
+    assert!(incr >= 10, "{incr} incremental receives");
+    assert_eq!(
+        std::fs::read_to_string(nodes[ri].site_dir("blog").join("index.html")).expect("readable"),
+        "version 199"
+    );
+}

@@ -12,6 +12,7 @@ pub mod hash;
 pub mod ids;
 pub mod node;
 pub mod placement;
+pub mod prune;
 pub mod settings;
 pub mod site;
 
@@ -26,5 +27,6 @@ pub use node::{
     holders, serving_master,
 };
 pub use placement::placement;
+pub use prune::{Aged, PrunePolicy, to_prune};
 pub use settings::GossipSettings;
 pub use site::{CopyKey, Domain, Runtime, SiteKey, SiteSpec};
