@@ -2,7 +2,13 @@
 # The test command of the README, and what CI runs: installs what the tests
 # need, then formatting, lints, every test (one release build, reused by the
 # slow multi-process tests), a bounded simulator sweep, bounded fuzzing and
-# the benchmarks, which print their figures.
+# the membership benchmark, which prints its figures. Every step has a time
+# limit, so a hang fails the run instead of stalling it.
+#
+# The heavier benchmarks are run by hand (they print their figures):
+#   cargo bench --bench replication      replication throughput and lag (ZFS)
+#   cargo bench -p sim                   simulator speed at 20/100/300 nodes
+#   proxy/bench/wrk.sh                   proxy req/s against HAProxy
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RINGHOST_BENCH_TOOLS=1 source scripts/setup.sh
@@ -13,18 +19,21 @@ step "format"
 cargo fmt --all -- --check
 
 step "lints"
-cargo clippy --workspace --all-targets --locked -- -D warnings
+timeout 1200 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "tests"
-cargo test --workspace --release --locked
+# Three tests at a time: the multi-process tests start whole clusters, and
+# one zfs-fuse daemon serves every pool of the machine.
+RUST_TEST_THREADS="${RUST_TEST_THREADS:-3}" timeout 2700 \
+    cargo test --workspace --release --locked
 
 if [ -x sim/ci-sweep.sh ]; then
     step "simulator sweep"
-    sim/ci-sweep.sh
+    timeout 900 sim/ci-sweep.sh
 fi
 
 step "fuzzing (bounded)"
-CARGO_TARGET_DIR="$PWD/target/fuzz" proxy/fuzz/run.sh "${RINGHOST_FUZZ_SECONDS:-10}"
+CARGO_TARGET_DIR="$PWD/target/fuzz" timeout 900 proxy/fuzz/run.sh "${RINGHOST_FUZZ_SECONDS:-10}"
 
 step "benchmarks"
-cargo bench --locked --bench membership
+timeout 600 cargo bench --locked --bench membership
