@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use gossip::{ClusterView, Gossip, MemberState};
 use model::{
-    Action, Epoch, Event, LocalCopy, MemberView, Node, NodeConfig, NodeName, Outcome, PullError,
-    SiteKey, SiteName, SiteSpec, Time, View,
+    Action, Epoch, Event, LocalCopy, Node, NodeConfig, NodeName, Outcome, PullError, SiteKey,
+    SiteName, SiteSpec, Time, View,
     election::{Head, Role},
 };
 use serde::{Deserialize, Serialize};
@@ -109,24 +109,15 @@ struct PersistedCopy {
 
 /// The model's view of the cluster from the gossip view.
 pub fn model_view(v: &ClusterView) -> View {
-    let mut view = View::default();
-    for m in &v.members {
-        let keys = m
-            .keys
-            .iter()
-            .filter_map(|(k, val)| model::site::parse_site_key(k, val))
-            .collect();
-        view.members.insert(
+    model::view_of(v.members.iter().map(|m| {
+        (
             m.name.clone(),
-            MemberView {
-                alive: m.state == MemberState::Alive,
-                left: m.state == MemberState::Left,
-                zone: m.zone.clone(),
-                keys,
-            },
-        );
-    }
-    view
+            m.state == MemberState::Alive,
+            m.state == MemberState::Left,
+            m.zone.clone(),
+            m.keys.iter().map(|(k, val)| (k.as_str(), val.as_str())),
+        )
+    }))
 }
 
 pub fn heads(snaps: &[storage::Snapshot]) -> Vec<Head> {

@@ -50,6 +50,12 @@ pub struct NodeConfig {
     /// First retry delay after a failed transfer; doubles up to `retry_max`.
     pub retry_min: Duration,
     pub retry_max: Duration,
+    /// No promotion during this long after `Event::Start`. A node that
+    /// just started sees only itself, then a partial cluster, in its
+    /// gossip view: a majority of what it knows is not a majority of the
+    /// cluster, and without the grace it promoted every copy it held
+    /// (found by the simulator).
+    pub election_grace: Duration,
 }
 
 impl NodeConfig {
@@ -60,6 +66,7 @@ impl NodeConfig {
             snapshot_interval: Duration::from_secs(1),
             retry_min: Duration::from_millis(200),
             retry_max: Duration::from_secs(10),
+            election_grace: Duration::from_secs(5),
         }
     }
 }
@@ -199,6 +206,44 @@ struct SiteView {
     deleted: BTreeSet<u64>,
 }
 
+/// One member as the model sees it, from what gossip says about it: its
+/// liveness, whether it left, its zone and its key/value pairs (keys that
+/// are not site keys, or do not parse, are skipped). The daemon and the
+/// simulator both build their [`View`] with this and [`view_of`].
+pub fn member_view<'a>(
+    alive: bool,
+    left: bool,
+    zone: Option<Zone>,
+    keys: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> MemberView {
+    MemberView {
+        alive,
+        left,
+        zone,
+        keys: keys
+            .into_iter()
+            .filter_map(|(k, v)| site::parse_site_key(k, v))
+            .collect(),
+    }
+}
+
+/// The view from gossip's members: `(name, alive, left, zone, key/values)`
+/// each, one entry per name (a later entry for the same name replaces an
+/// earlier one).
+pub fn view_of<'a, K>(
+    members: impl IntoIterator<Item = (NodeName, bool, bool, Option<Zone>, K)>,
+) -> View
+where
+    K: IntoIterator<Item = (&'a str, &'a str)>,
+{
+    let mut view = View::default();
+    for (name, alive, left, zone, keys) in members {
+        view.members
+            .insert(name, member_view(alive, left, zone, keys));
+    }
+    view
+}
+
 /// The holders of `site` in `view`, as gossiped (for nodes that route, not
 /// decide: the proxy and the admin API).
 pub fn holders(view: &View, site: &SiteName) -> Vec<Holder> {
@@ -242,6 +287,7 @@ pub fn serving_master(view: &View, site: &SiteName) -> Option<(NodeName, Epoch)>
 pub struct Node {
     cfg: NodeConfig,
     started: bool,
+    started_at: Time,
     now: Time,
     view: View,
     copies: BTreeMap<SiteName, Copy>,
@@ -255,6 +301,7 @@ impl Node {
         Node {
             cfg,
             started: false,
+            started_at: Time(0),
             now: Time(0),
             view: View::default(),
             copies: BTreeMap::new(),
@@ -279,6 +326,7 @@ impl Node {
             Event::Start(copies) => {
                 assert!(!self.started, "Start is sent once");
                 self.started = true;
+                self.started_at = now;
                 for c in copies {
                     self.copies.insert(
                         c.site,
@@ -349,6 +397,10 @@ impl Node {
     pub fn poll_timeout(&self) -> Option<Time> {
         let mut next: Option<Time> = None;
         let mut at = |t: Time| next = Some(next.map_or(t, |n| n.min(t)));
+        let elections = self.started_at.plus(self.cfg.election_grace);
+        if self.started && self.now < elections {
+            at(elections);
+        }
         for c in self.copies.values() {
             if c.busy {
                 continue;
@@ -360,7 +412,10 @@ impl Node {
                 at(c.retry_at);
             }
         }
-        next
+        // A time already past was due when the last event was planned, at
+        // `now`, and nothing came of it: it must not be asked for again,
+        // or the driver spins at one instant (found by the simulator).
+        next.filter(|t| *t > self.now)
     }
 
     /// The gossip keys this node currently publishes.
@@ -642,7 +697,9 @@ impl Node {
                 }
             }
             Role::Replica => match decision {
-                MasterDecision::Elect { node, epoch } if node == me => {
+                MasterDecision::Elect { node, epoch }
+                    if node == me && now >= self.started_at.plus(self.cfg.election_grace) =>
+                {
                     let c = self.copies.get_mut(site).expect("checked above");
                     c.role = Role::Master;
                     c.epoch = epoch;
@@ -932,7 +989,8 @@ mod tests {
         let mut v = master_view(false);
         v.members.get_mut(&n("c")).expect("c").keys =
             vec![SiteKey::Copy(s("blog"), copy_key(Role::Replica, 1, 4))];
-        b.handle(Time(1), Event::View(v.clone()));
+        // (After the election grace that follows a start.)
+        b.handle(Time(5000), Event::View(v.clone()));
         let acts = drain(&mut b);
         assert_eq!(
             acts[0],
@@ -944,7 +1002,7 @@ mod tests {
         // Without quorum (only b alive of a, b, c), nothing is promoted.
         let mut lonely = started("b", vec![local(5)]);
         v.members.get_mut(&n("c")).expect("c").alive = false;
-        lonely.handle(Time(1), Event::View(v));
+        lonely.handle(Time(5000), Event::View(v));
         assert!(
             !drain(&mut lonely)
                 .iter()
@@ -1028,5 +1086,107 @@ mod tests {
         b.handle(Time(2), Event::Done(s("blog"), Outcome::Destroyed(Ok(()))));
         assert!(b.copy(&s("blog")).is_none());
         assert!(!b.published().contains_key("site:blog"));
+    }
+
+    #[test]
+    fn view_of_parses_site_keys_and_skips_the_rest() {
+        let copy = site::encode_copy(&copy_key(Role::Master, 2, 5));
+        let spec_json = site::encode_spec(&spec("blog", 3));
+        let a_keys = [
+            ("site:blog", copy.as_str()),
+            ("spec:blog", spec_json.as_str()),
+            ("node:zone", "z1"),
+            ("site:bad", "{garbage"),
+        ];
+        let zone: Zone = "z1".parse().expect("zone");
+        let v = view_of([
+            (n("a"), true, false, Some(zone.clone()), a_keys.to_vec()),
+            (n("b"), false, true, None, vec![("deleted:old", "9")]),
+        ]);
+        assert_eq!(v.members.len(), 2);
+        let a = &v.members[&n("a")];
+        assert!(a.alive && !a.left);
+        assert_eq!(a.zone, Some(zone));
+        assert_eq!(
+            a.keys,
+            vec![
+                SiteKey::Copy(s("blog"), copy_key(Role::Master, 2, 5)),
+                SiteKey::Spec(s("blog"), spec("blog", 3)),
+            ]
+        );
+        let b = &v.members[&n("b")];
+        assert!(!b.alive && b.left);
+        assert_eq!(b.keys, vec![SiteKey::Deleted(s("old"), 9)]);
+        assert_eq!(serving_master(&v, &s("blog")), Some((n("a"), Epoch(2))));
+    }
+
+    #[test]
+    fn a_restarted_node_that_sees_only_itself_does_not_promote() {
+        // Found by the simulator: n1 restarted, its first gossip view held
+        // only itself (1 of 1 alive: "quorum"), and it promoted its stale
+        // replica at once, beside the live master.
+        let mut b = started(
+            "b",
+            vec![LocalCopy {
+                site: s("blog"),
+                role: Role::Replica,
+                epoch: Epoch(1),
+                chain: vec![head(1)],
+                spec: Some(spec("blog", 3)),
+            }],
+        );
+        let mut alone = View::default();
+        alone.members.insert(
+            n("b"),
+            member(
+                true,
+                vec![SiteKey::Copy(s("blog"), copy_key(Role::Replica, 1, 1))],
+            ),
+        );
+        b.handle(Time(100), Event::View(alone.clone()));
+        assert!(
+            !drain(&mut b)
+                .iter()
+                .any(|x| matches!(x, Action::Promote { .. })),
+            "promoted during the election grace"
+        );
+        // The grace ends with a tick; a node still alone after it and
+        // holding the only copy may promote (it is its whole cluster).
+        let end = b.poll_timeout().expect("a tick at the end of the grace");
+        assert_eq!(end, Time(5000));
+        b.handle(end, Event::Tick);
+        assert!(
+            drain(&mut b)
+                .iter()
+                .any(|x| matches!(x, Action::Promote { .. }))
+        );
+    }
+
+    #[test]
+    fn a_timeout_that_came_and_did_nothing_is_not_asked_for_again() {
+        // Found by the simulator: a replica whose pull failed, whose master
+        // then vanished from the view, asked for the same past retry time
+        // at every tick, so the driver ticked forever at one instant.
+        let mut b = started("b", vec![]);
+        b.handle(Time(1), Event::View(master_view(true)));
+        drain(&mut b);
+        b.handle(
+            Time(2),
+            Event::Done(
+                s("blog"),
+                Outcome::Pulled(Err(PullError::Failed("x".into()))),
+            ),
+        );
+        let mut gone = master_view(true);
+        gone.members.remove(&n("a"));
+        b.handle(Time(3), Event::View(gone));
+        let retry = b.poll_timeout().expect("a retry is scheduled");
+        b.handle(retry, Event::Tick);
+        assert!(drain(&mut b).is_empty(), "no master: nothing to pull from");
+        assert!(
+            b.poll_timeout().is_none_or(|t| t > retry),
+            "asked again for {:?} at {retry:?}",
+            b.poll_timeout()
+        );
     }
 }

@@ -177,6 +177,26 @@ impl Network {
             .or_insert_with(|| rng.duration_between(lo, hi))
     }
 
+    /// One message of the site layer from `from` to `to`: its delay, or why
+    /// it is lost (`"cut"`, `"loss"`). Same links, delays and loss as
+    /// chitchat's datagrams; the draws come from the caller's generator.
+    pub(crate) fn site_link(
+        &mut self,
+        from: IpAddr,
+        to: IpAddr,
+        rng: &mut SimRng,
+    ) -> Result<Duration, &'static str> {
+        if !self.passes(from, to) {
+            return Err("cut");
+        }
+        let loss = (self.config.loss + self.extra_loss).min(1.0);
+        if rng.chance(loss) {
+            return Err("lost");
+        }
+        let base = self.base_delay(from, to);
+        Ok(base + rng.duration_between(Duration::ZERO, self.config.jitter))
+    }
+
     pub(crate) fn next_due(&self) -> Option<Instant> {
         self.queue.keys().next().map(|&(at, _)| at)
     }

@@ -6,12 +6,11 @@
 //! parts split along what a crash keeps:
 //!
 //! - [`Running`] is memory: the chitchat instance and the tasks around it.
-//!   A crash drops it. The node's `model::Node` state machine goes here
-//!   when the model has one (fed with the live set the observer sees, its
-//!   actions applied by the simulator), next to `chitchat`.
+//!   A crash drops it (and the site layer drops the node's `model::Node`,
+//!   see [`crate::sites`]).
 //! - [`SimNode`]'s own fields outlive crashes: identity, address and the
-//!   generation counter; the node's disk (an in-memory `SnapshotStore`)
-//!   goes here too, since a restart keeps its disk.
+//!   generation counter; the node's disk (a `MemStore` and its persisted
+//!   roles) lives in the site layer and survives too.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -197,6 +196,14 @@ impl SimNode {
             return None;
         };
         running.observer.abort();
+        // As `gossip::Gossip::leave`: say so first, so peers see `left`.
+        running
+            .chitchat
+            .chitchat()
+            .lock()
+            .await
+            .self_node_state()
+            .set(crate::sites::LEFT_KEY, "1");
         // The server's exit status does not matter: the node is gone.
         let _ = running.chitchat.shutdown().await;
         lock(world).net.close(self.addr);

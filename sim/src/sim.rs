@@ -24,6 +24,7 @@ use crate::entropy;
 use crate::net::{Cut, LinkConfig, NetStats, Network, SimTransport, deliver_forever};
 use crate::node::{NodeContext, SimNode, node_ip};
 use crate::rng::SimRng;
+use crate::sites::{SiteEvent, SiteLayer, SiteSettings, SiteStats};
 use crate::trace::Trace;
 use crate::world::{
     Bounds, Departure, DepartureKind, Membership, Shared, Short, Violation, World, lock,
@@ -102,9 +103,9 @@ impl fmt::Display for Faults {
 pub struct SimConfig {
     pub seed: u64,
     pub nodes: usize,
-    /// Sites to host. Stored for the model integration; nothing reads it
-    /// yet.
-    pub sites: usize,
+    /// The sites, their clients and the site layer's settings
+    /// (`site.sites == 0`: membership only).
+    pub site: SiteSettings,
     pub duration: Duration,
     /// Gossip timing: the daemon's own settings, so the simulator runs
     /// what production runs.
@@ -133,7 +134,7 @@ impl SimConfig {
         Self {
             seed,
             nodes,
-            sites: 0,
+            site: SiteSettings::default(),
             duration,
             gossip: GossipSettings::default(),
             fd_initial_interval: None,
@@ -225,14 +226,14 @@ pub struct Report {
     pub faults: FaultCounts,
     pub departures: Vec<Departure>,
     pub heal_convergence: Vec<Duration>,
-    /// Per failover: from the master's departure until a new master serves
-    /// the site. Measured once the simulator runs `model::Node`; empty
-    /// until then.
+    /// Per failover: from the crash of a node serving a site as master
+    /// until a node (a new master, or the same one back) serves it again.
     pub failover: Vec<Duration>,
-    /// Per replicated snapshot: from the master taking it until every live
-    /// replica holds it. Measured once the simulator runs `model::Node`;
-    /// empty until then.
+    /// Per incremental pull: from the master taking the oldest snapshot
+    /// the replica lacked until the replica holds it (what the daemon's
+    /// lag figure reports just before a pull completes).
     pub replication_lag: Vec<Duration>,
+    pub site_stats: SiteStats,
     pub trace_hash: u64,
     pub trace_lines: u64,
     /// Bytes the simulation's thread drew through `getrandom` (zero when
@@ -315,7 +316,7 @@ pub fn run(config: &SimConfig) -> anyhow::Result<Report> {
     report
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 enum Action {
     Check,
     Fault,
@@ -323,6 +324,7 @@ enum Action {
     Heal,
     LossEnd,
     End,
+    Site(SiteEvent),
 }
 
 struct Simulation {
@@ -338,6 +340,7 @@ struct Simulation {
     partitioned: bool,
     lossy: bool,
     window: (Duration, Duration),
+    sites: SiteLayer,
 }
 
 impl Simulation {
@@ -362,7 +365,14 @@ impl Simulation {
             failure_detector: config.failure_detector(),
         };
         let window = config.fault_window();
+        let sites = SiteLayer::new(
+            config.seed,
+            config.nodes,
+            config.gossip.interval,
+            config.site.clone(),
+        );
         Ok(Self {
+            sites,
             rng: SimRng::derive(config.seed, 2),
             config,
             start,
@@ -376,6 +386,13 @@ impl Simulation {
             lossy: false,
             window,
         })
+    }
+
+    /// Puts the site layer's new events on the timeline.
+    fn flush_sites(&mut self) {
+        for (at, event) in std::mem::take(&mut self.sites.outbox) {
+            self.schedule(at, Action::Site(event));
+        }
     }
 
     fn schedule(&mut self, at: Duration, action: Action) {
@@ -405,7 +422,12 @@ impl Simulation {
         for index in 0..self.nodes.len() {
             let id = self.nodes[index].start(&self.ctx).await?;
             self.trace(format_args!("up {}", Short(&id)));
+            self.sites
+                .on_up(index, id.generation_id, &self.nodes, &self.world)
+                .await;
         }
+        self.sites.begin(Duration::from_secs(2));
+        self.flush_sites();
         let check_every = (self.config.gossip.interval / 2).min(Duration::from_millis(100));
         self.schedule(check_every, Action::Check);
         self.schedule(self.config.duration, Action::End);
@@ -422,7 +444,26 @@ impl Simulation {
                     // fault, or the check reports that they did not.
                     violation = lock(&self.world).check();
                     let pending = lock(&self.world).members.convergence_deadline();
-                    if violation.is_some() || pending.is_none() {
+                    let unsettled = if self.sites.enabled() {
+                        self.sites.unsettled()
+                    } else {
+                        None
+                    };
+                    if violation.is_none()
+                        && let Some(what) = &unsettled
+                        && at > self.sites.settle_deadline()
+                    {
+                        let mut world = lock(&self.world);
+                        let what = format!(
+                            "{what} {:.3}s after the last fault event (bound {:.3}s)",
+                            (at - self.sites.settle_deadline() + self.config.site.settle)
+                                .as_secs_f64(),
+                            self.config.site.settle.as_secs_f64()
+                        );
+                        world.trace.record(at, format_args!("violation {what}"));
+                        violation = Some(Violation { at, what });
+                    }
+                    if violation.is_some() || (pending.is_none() && unsettled.is_none()) {
                         break;
                     }
                     self.schedule(at + check_every, Action::End);
@@ -446,6 +487,22 @@ impl Simulation {
                     self.counts.restarts += 1;
                     self.trace(format_args!("restart {}", Short(&id)));
                     self.fault_event(false);
+                    self.sites
+                        .on_up(index, id.generation_id, &self.nodes, &self.world)
+                        .await;
+                    self.flush_sites();
+                    if let Some(v) = self.sites.violation.take() {
+                        violation = Some(v);
+                        break;
+                    }
+                }
+                Action::Site(event) => {
+                    self.sites.handle(event, &self.nodes, &self.world).await;
+                    self.flush_sites();
+                    if let Some(v) = self.sites.violation.take() {
+                        violation = Some(v);
+                        break;
+                    }
                 }
                 Action::Heal => {
                     {
@@ -454,6 +511,7 @@ impl Simulation {
                         world.cuts_changed();
                     }
                     self.partitioned = false;
+                    self.sites.on_partition(at, false);
                     self.trace(format_args!("heal"));
                     self.fault_event(true);
                 }
@@ -472,14 +530,15 @@ impl Simulation {
         Ok(Report {
             seed: self.config.seed,
             nodes: self.config.nodes,
-            sites: self.config.sites,
+            sites: self.config.site.sites,
             simulated,
             net: world.net.stats.clone(),
             faults: self.counts.clone(),
             departures: world.members.departures.clone(),
             heal_convergence: world.members.heal_convergence.clone(),
-            failover: Vec::new(),
-            replication_lag: Vec::new(),
+            failover: self.sites.failover.clone(),
+            replication_lag: self.sites.lag.clone(),
+            site_stats: self.sites.stats.clone(),
             trace_hash: world.trace.hash(),
             trace_lines: world.trace.lines(),
             entropy_bytes: entropy::bytes_drawn(),
@@ -509,6 +568,7 @@ impl Simulation {
         let at = self.now();
         let disturbed = self.partitioned || self.lossy;
         let heal = heal && !disturbed;
+        self.sites.on_fault_event(at);
         lock(&self.world).members.fault_event(at, disturbed, heal);
     }
 
@@ -551,6 +611,8 @@ impl Simulation {
                     let at = world.elapsed();
                     world.trace.record(at, format_args!("crash {}", Short(&id)));
                     world.node_down(index, DepartureKind::Crash);
+                    drop(world);
+                    self.sites.on_down(index, at);
                 }
                 let back = self.fault_end();
                 self.schedule(back, Action::Restart(index));
@@ -564,6 +626,8 @@ impl Simulation {
                     let at = world.elapsed();
                     world.trace.record(at, format_args!("leave {}", Short(&id)));
                     world.node_down(index, DepartureKind::Leave);
+                    drop(world);
+                    self.sites.on_down(index, at);
                 }
                 self.fault_event(false);
             }
@@ -588,6 +652,8 @@ impl Simulation {
                     world.cuts_changed();
                 }
                 self.partitioned = true;
+                let now = self.now();
+                self.sites.on_partition(now, true);
                 self.counts.partitions += 1;
                 if one_way {
                     self.counts.one_way_partitions += 1;

@@ -44,10 +44,22 @@ struct Cli {
     /// Number of nodes.
     #[arg(long, default_value_t = 20)]
     nodes: usize,
-    /// Number of sites (stored for the model integration; not simulated
-    /// yet).
+    /// Number of sites, each created through placement's first node and
+    /// run by every node's `model::Node` (0: membership only).
     #[arg(long, default_value_t = 0)]
     sites: usize,
+    /// Client writes per simulated second over all sites, each through a
+    /// random node to the site's master.
+    #[arg(long, default_value_t = 50.0)]
+    write_rate: f64,
+    /// Longest a site may lack a single master or copies once faults have
+    /// healed.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    site_settle: Duration,
+    /// Runs a deliberately broken variant (simulator-side only), to show
+    /// the invariants catch it: ignore-epochs or blind-rollback.
+    #[arg(long)]
+    broken: Option<sim::Broken>,
     /// Simulated duration of each run (e.g. 60s, 1500ms, 2m).
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     duration: Duration,
@@ -166,7 +178,10 @@ fn arg_duration(d: Duration) -> String {
 impl Cli {
     fn config(&self, seed: u64) -> SimConfig {
         let mut config = SimConfig::new(seed, self.nodes, self.duration);
-        config.sites = self.sites;
+        config.site.sites = self.sites;
+        config.site.write_rate = self.write_rate;
+        config.site.settle = self.site_settle;
+        config.site.broken = self.broken;
         if let Some(interval) = self.gossip_interval {
             config.gossip.interval = interval;
         }
@@ -193,6 +208,15 @@ impl Cli {
         );
         if self.sites != 0 {
             cmd += &format!(" --sites {}", self.sites);
+        }
+        if self.write_rate != defaults.site.write_rate {
+            cmd += &format!(" --write-rate {}", self.write_rate);
+        }
+        if self.site_settle != defaults.site.settle {
+            cmd += &format!(" --site-settle {}", arg_duration(self.site_settle));
+        }
+        if let Some(broken) = self.broken {
+            cmd += &format!(" --broken {broken}");
         }
         if let Some(d) = self.gossip_interval {
             cmd += &format!(" --gossip-interval {}", arg_duration(d));
@@ -277,7 +301,7 @@ fn print_model_figures(
         ("replication lag  ", replication_lag),
     ] {
         if times.is_empty() {
-            writeln!(out, "{name}n/a (needs model::Node in the simulator)")?;
+            writeln!(out, "{name}n=0")?;
         } else {
             let mut sorted = times.to_vec();
             sorted.sort();
@@ -285,6 +309,33 @@ fn print_model_figures(
         }
     }
     Ok(())
+}
+
+fn print_site_stats(out: &mut impl Write, s: &sim::SiteStats) -> io::Result<()> {
+    writeln!(
+        out,
+        "writes           {} sent, {} accepted, {} acknowledged; {} unroutable, {} lost, {} refused",
+        s.writes,
+        s.writes_accepted,
+        s.writes_acked,
+        s.writes_unroutable,
+        s.writes_lost,
+        s.writes_refused
+    )?;
+    writeln!(
+        out,
+        "site actions     created {}, snapshots {}, pulls {} ({} failed, {} diverged), stashes {}, \
+         promotions {}, demotions {}, views fed {}",
+        s.created,
+        s.snapshots,
+        s.pulls,
+        s.pulls_failed,
+        s.diverged,
+        s.stashes,
+        s.promotions,
+        s.demotions,
+        s.views_fed
+    )
 }
 
 fn print_report(out: &mut impl Write, report: &Report, wall: Duration) -> io::Result<()> {
@@ -344,6 +395,9 @@ fn print_report(out: &mut impl Write, report: &Report, wall: Duration) -> io::Re
     heal.sort();
     writeln!(out, "heal→converged   {}", spread(&heal))?;
     print_model_figures(out, &report.failover, &report.replication_lag)?;
+    if report.sites > 0 {
+        print_site_stats(out, &report.site_stats)?;
+    }
     writeln!(out, "entropy          {} bytes drawn", report.entropy_bytes)?;
     writeln!(out, "trace lines      {}", report.trace_lines)?;
     writeln!(out, "trace hash       {:016x}", report.trace_hash)?;
