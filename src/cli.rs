@@ -114,6 +114,13 @@ pub enum SiteCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Show the output of a command site's process (kept by its master).
+    #[command(after_help = EXIT_CODES)]
+    Log {
+        name: String,
+        #[command(flatten)]
+        target: DataDirArg,
+    },
     /// Delete a site and every copy of it (stashes are kept).
     #[command(after_help = EXIT_CODES)]
     Delete {
@@ -223,4 +230,12 @@ pub struct NodeArgs {
     /// Retention: keep the newest snapshot of each day younger than this (default 168h).
     #[arg(long, value_name = "DURATION")]
     pub keep_daily: Option<String>,
+    /// Serve HTTP/1.1 for every site here, IP:PORT (repeat for more; port 0
+    /// picks a free one, reported in ready.json).
+    #[arg(long = "http", value_name = "ADDR")]
+    pub http: Vec<String>,
+    /// Pass TLS through to every site's own TLS server here, routed by SNI,
+    /// IP:PORT (repeat for more).
+    #[arg(long = "https", value_name = "ADDR")]
+    pub https: Vec<String>,
 }

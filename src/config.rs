@@ -27,6 +27,39 @@ pub struct FileConfig {
     pub gossip: GossipFile,
     #[serde(default)]
     pub storage: StorageFile,
+    #[serde(default)]
+    pub proxy: ProxyFile,
+}
+
+/// `[proxy]`: where the node takes client traffic. Each key is one
+/// address or a list of addresses.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyFile {
+    #[serde(default)]
+    pub http: OneOrMany,
+    #[serde(default)]
+    pub https: OneOrMany,
+}
+
+/// A TOML value that is one string or a list of strings.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    #[default]
+    None,
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::None => Vec::new(),
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -93,6 +126,10 @@ pub struct NodeSettings {
     pub storage: StorageKind,
     pub snapshot_interval: Duration,
     pub prune: model::PrunePolicy,
+    /// HTTP proxy listen addresses (may be empty: no HTTP listener).
+    pub http: Vec<SocketAddr>,
+    /// TLS passthrough listen addresses (may be empty).
+    pub https: Vec<SocketAddr>,
 }
 
 /// Flags of `ringhost node` that override the file.
@@ -115,6 +152,8 @@ pub struct Overrides {
     pub keep_all: Option<String>,
     pub keep_hourly: Option<String>,
     pub keep_daily: Option<String>,
+    pub http: Vec<String>,
+    pub https: Vec<String>,
 }
 
 /// Parses `512M`, `2G`, `1T` or a number of bytes.
@@ -273,7 +312,21 @@ impl NodeSettings {
             keep_hourly: keep(o.keep_hourly, file.storage.keep_hourly, dflt.keep_hourly)?,
             keep_daily: keep(o.keep_daily, file.storage.keep_daily, dflt.keep_daily)?,
         };
+        let listen = |what: &str, flag: Vec<String>, file: OneOrMany| {
+            let v = if flag.is_empty() {
+                file.into_vec()
+            } else {
+                flag
+            };
+            v.iter()
+                .map(|a| parse_addr(what, a))
+                .collect::<anyhow::Result<Vec<_>>>()
+        };
+        let http = listen("HTTP address", o.http, file.proxy.http)?;
+        let https = listen("HTTPS address", o.https, file.proxy.https)?;
         Ok(NodeSettings {
+            http,
+            https,
             storage,
             snapshot_interval,
             prune,

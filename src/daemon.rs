@@ -77,6 +77,8 @@ fn settings(args: NodeArgs) -> anyhow::Result<NodeSettings> {
             keep_all: args.keep_all,
             keep_hourly: args.keep_hourly,
             keep_daily: args.keep_daily,
+            http: args.http,
+            https: args.https,
         },
     )
 }
@@ -198,6 +200,15 @@ async fn serve(
         }
     })?;
     let mesh = gossip.local_addr();
+    let listeners = match crate::serving::Listeners::bind(&s.http, &s.https).await {
+        Ok(l) => l,
+        Err(e) => {
+            gossip.shutdown().await;
+            return Err(e).code(EXIT_BIND);
+        }
+    };
+    crate::serving::publish_addrs(&gossip, &listeners).await;
+    let (http, https) = (listeners.http_addrs(), listeners.https_addrs());
     let gossip = std::sync::Arc::new(gossip);
     let mut node_cfg = model::NodeConfig::new(s.name.clone());
     node_cfg.snapshot_interval = s.snapshot_interval;
@@ -216,8 +227,22 @@ async fn serve(
             return Err(e).code(EXIT_STORAGE);
         }
     };
+    let serving = match crate::serving::Serving::start(
+        sites.clone(),
+        listeners,
+        &dir.path,
+        s.snapshot_interval,
+    ) {
+        Ok(v) => v,
+        Err(e) => {
+            driver.abort();
+            gossip.leave().await;
+            return Err(e).code(EXIT_RUNTIME);
+        }
+    };
     let mut incoming = gossip.incoming_streams();
     let stream_sites = sites.clone();
+    let stream_proxy = serving.proxy.clone();
     let streams = tokio::spawn(async move {
         let mut tasks = tokio::task::JoinSet::new();
         loop {
@@ -225,7 +250,8 @@ async fn serve(
                 s = incoming.recv() => {
                     let Some(s) = s else { break };
                     let sites = stream_sites.clone();
-                    tasks.spawn(async move { sites.serve_stream(s).await });
+                    let proxy = stream_proxy.clone();
+                    tasks.spawn(crate::serving::dispatch_stream(s, sites, proxy));
                 }
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             }
@@ -235,6 +261,7 @@ async fn serve(
         Ok(a) => a,
         Err(e) => {
             streams.abort();
+            serving.shutdown().await;
             driver.abort();
             gossip.leave().await;
             return Err(e).code(EXIT_BIND);
@@ -248,12 +275,13 @@ async fn serve(
         pool: storage.pool_name.clone(),
         mesh,
         admin_socket: dir.admin_socket(),
-        http: Vec::new(),
-        https: Vec::new(),
+        http,
+        https,
     };
     if let Err(e) = dir.write_ready(&ready) {
         admin.shutdown().await;
         streams.abort();
+        serving.shutdown().await;
         driver.abort();
         gossip.leave().await;
         return Err(e).code(EXIT_RUNTIME);
@@ -264,6 +292,7 @@ async fn serve(
     info!(signal, "leaving the cluster");
     dir.remove_ready();
     admin.shutdown().await;
+    serving.shutdown().await;
     streams.abort();
     driver.abort();
     let _ = driver.await;

@@ -7,6 +7,7 @@ mod config;
 mod daemon;
 mod push;
 mod rpc;
+mod serving;
 mod site_api;
 mod site_cli;
 mod sites;

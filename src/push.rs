@@ -45,7 +45,7 @@ pub async fn receive_local(
     })
     .await;
     match unpacked {
-        Ok(Ok(())) => {}
+        Ok(Ok(())) => crate::serving::note_push(site),
         Ok(Err((status, e))) => return Reply::err(status, e),
         Err(e) => return Reply::err(500, format!("upload task failed: {e}")),
     }

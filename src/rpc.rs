@@ -3,7 +3,13 @@
 //! raw bytes until the stream ends.
 //!
 //! Frames are at most [`MAX_FRAME`] bytes; a larger length is a broken or
-//! hostile peer and ends the stream.
+//! hostile peer and ends the stream. So a request stream always starts
+//! with the byte 0 (the top byte of the frame length).
+//!
+//! A stream that starts with [`TUNNEL_STREAM`] instead is a proxy tunnel:
+//! the proxy's `TunnelHeader` (proxy/src/tunnel.rs, version 1) follows,
+//! then the client's bytes. The master hands it to `Proxy::serve_tunnel`
+//! (`serving::dispatch_stream`).
 
 use anyhow::{Context, bail};
 use model::{SiteName, SiteSpec};
@@ -11,6 +17,9 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 const MAX_FRAME: u32 = 1 << 20;
+
+/// The first byte of a proxy tunnel stream (a request frame starts with 0).
+pub const TUNNEL_STREAM: u8 = 0x54;
 
 /// What a peer asks of this node.
 #[derive(Debug, Serialize, Deserialize)]
@@ -27,6 +36,9 @@ pub enum Request {
     /// "Replace the content of `site` with this tar stream" (follows the
     /// frame). Answer: [`Reply`] once the upload is in a snapshot.
     Push { site: SiteName },
+    /// "Send me the end of `site`'s runtime log." Answer: [`Reply`], then
+    /// the log's bytes until the stream ends.
+    Log { site: SiteName },
 }
 
 #[derive(Debug, Serialize, Deserialize)]

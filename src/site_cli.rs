@@ -157,6 +157,21 @@ pub fn run(cmd: SiteCommand) -> Result<(), Fail> {
             say(&out);
             Ok(())
         }
+        SiteCommand::Log { name, target } => {
+            let (code, body) = call(
+                &target.data_dir,
+                Method::GET,
+                &format!("/v1/sites/{name}/log"),
+            )?;
+            check(code, &body)?;
+            use std::io::Write as _;
+            let mut out = std::io::stdout().lock();
+            out.write_all(&body)
+                .and_then(|()| out.flush())
+                .context("cannot write the log to stdout")
+                .code(EXIT_RUNTIME)?;
+            Ok(())
+        }
         SiteCommand::Delete { name, yes, target } => {
             if !yes {
                 return Err(anyhow::anyhow!(

@@ -241,6 +241,15 @@ impl Sites {
         self.call(|tx| Cmd::Written(site, tx)).await?
     }
 
+    /// Tells the driver that a master copy was written (a command
+    /// runtime's own writes), without waiting: the next snapshot after the
+    /// interval takes it. Dropped if the driver is busy; the next poll
+    /// tells it again.
+    pub fn mark_written(&self, site: SiteName) {
+        let (tx, _ignored) = oneshot::channel();
+        let _ = self.tx.try_send(Cmd::Written(site, tx));
+    }
+
     pub async fn delete(&self, site: SiteName) -> Result<(), String> {
         self.tx
             .send(Cmd::Delete(site))
@@ -311,6 +320,7 @@ impl Sites {
                 let reply = crate::push::receive_local(self, &site, s.reader).await;
                 rpc::write_frame(&mut s.writer, &reply).await
             }
+            Request::Log { site } => crate::serving::serve_log(&site, &mut s).await,
         };
         if let Err(e) = result {
             debug!(peer = %peer, error = %format!("{e:#}"), "mesh request ended early");

@@ -1,0 +1,699 @@
+//! Serving: wires the proxy engine (`proxy/`) into the daemon.
+//!
+//! - **Listeners**: `--http` / `--https` addresses, bound after the mesh
+//!   and before `ready.json`; their bound addresses are gossiped as
+//!   `node:http` / `node:https`.
+//! - **Routes**: one task turns every gossip view into a `proxy::Routes`
+//!   snapshot: every site with a spec gets a target — this node's local
+//!   backend when this node is its serving master, a tunnel to the master
+//!   when another node is, 503 with `Retry-After: 1` when no master serves.
+//! - **Runtimes**: the same task starts a command site's process when this
+//!   node becomes its master and stops it as soon as the view says this
+//!   node no longer is (demotion, deletion). A push restarts it on the new
+//!   content. A command site's own writes are found by polling the store
+//!   every snapshot interval and handed to the site driver.
+//! - **Tunnels**: `proxy::Tunnels` over mesh streams. A tunnel stream
+//!   starts with [`rpc::TUNNEL_STREAM`], then the proxy's `TunnelHeader`;
+//!   [`dispatch_stream`] tells it from a request stream (which starts with
+//!   0) and hands it to `Proxy::serve_tunnel`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, LazyLock, OnceLock};
+use std::time::Duration;
+
+use gossip::{Gossip, IncomingStream, MeshStream};
+use model::{NodeName, Runtime, SiteKey, SiteName, SiteSpec, View};
+use proxy::runtime::{CommandRuntime, CommandSpec, RuntimeState};
+use proxy::{Backend, BoxFuture, BoxRead, BoxWrite, Proxy, ProxyConfig, Routes, Target};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, broadcast, watch};
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use crate::rpc::{self, Reply};
+use crate::sites::{Sites, model_view};
+
+/// What a site's 503 tells clients while no master serves it.
+const RETRY_AFTER_S: u32 = 1;
+/// The most of a runtime log the admin API shows (its end).
+pub const LOG_TAIL: u64 = 1 << 20;
+
+/// Where runtime logs live (`DATA_DIR/logs`), set once at start-up.
+static LOG_DIR: OnceLock<PathBuf> = OnceLock::new();
+
+/// Sites whose content a push replaced on this node (their command
+/// restarts on the new content).
+static PUSHED: LazyLock<broadcast::Sender<SiteName>> = LazyLock::new(|| broadcast::channel(64).0);
+
+/// Called by `push` once an upload is swapped in on the master.
+pub fn note_push(site: &SiteName) {
+    let _ = PUSHED.send(site.clone());
+}
+
+pub fn log_path(site: &SiteName) -> Option<PathBuf> {
+    LOG_DIR.get().map(|d| d.join(format!("{site}.log")))
+}
+
+/// The bound proxy listeners.
+#[derive(Debug)]
+pub struct Listeners {
+    http: Vec<TcpListener>,
+    https: Vec<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds every address; on error nothing stays bound.
+    pub async fn bind(http: &[SocketAddr], https: &[SocketAddr]) -> anyhow::Result<Listeners> {
+        let mut l = Listeners {
+            http: Vec::new(),
+            https: Vec::new(),
+        };
+        for (what, addrs, out) in [("HTTP", http, &mut l.http), ("HTTPS", https, &mut l.https)] {
+            for a in addrs {
+                let sock = TcpListener::bind(a)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("cannot bind {what} address {a}: {e}"))?;
+                out.push(sock);
+            }
+        }
+        Ok(l)
+    }
+
+    pub fn http_addrs(&self) -> Vec<SocketAddr> {
+        self.http
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect()
+    }
+
+    pub fn https_addrs(&self) -> Vec<SocketAddr> {
+        self.https
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect()
+    }
+}
+
+/// Gossips the bound proxy addresses (the `node:http` / `node:https` keys
+/// that `MeshConfig.proxy` fills at start).
+pub async fn publish_addrs(gossip: &Gossip, l: &Listeners) {
+    let join = |v: Vec<SocketAddr>| {
+        v.iter()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    gossip.set(gossip::keys::HTTP, &join(l.http_addrs())).await;
+    gossip
+        .set(gossip::keys::HTTPS, &join(l.https_addrs()))
+        .await;
+}
+
+/// Proxy tunnels over the QUIC mesh.
+struct MeshTunnels {
+    gossip: Arc<Gossip>,
+}
+
+impl proxy::Tunnels for MeshTunnels {
+    fn open<'a>(
+        &'a self,
+        node: &'a str,
+        header: proxy::TunnelHeader,
+    ) -> BoxFuture<'a, io::Result<(BoxRead, BoxWrite)>> {
+        Box::pin(async move {
+            let name: NodeName = node
+                .parse()
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{e}")))?;
+            let wire = header
+                .encode()
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+            let mut s = self
+                .gossip
+                .open_stream(&name)
+                .await
+                .map_err(|e| io::Error::new(io::ErrorKind::ConnectionRefused, e))?;
+            let mut first = Vec::with_capacity(1 + wire.len());
+            first.push(rpc::TUNNEL_STREAM);
+            first.extend_from_slice(&wire);
+            s.writer.write_all(&first).await?;
+            Ok((s.reader, s.writer))
+        })
+    }
+}
+
+/// Serves one stream a peer opened: a tunnel goes to the proxy, anything
+/// else to the site driver's request handler.
+pub async fn dispatch_stream(incoming: IncomingStream, sites: Sites, proxy: Proxy) {
+    let IncomingStream { peer, addr, stream } = incoming;
+    let MeshStream {
+        mut reader,
+        mut writer,
+    } = stream;
+    let mut first = [0u8; 1];
+    if reader.read_exact(&mut first).await.is_err() {
+        return;
+    }
+    if first[0] == rpc::TUNNEL_STREAM {
+        match proxy::tunnel::read_header(&mut reader).await {
+            Ok(h) => proxy.serve_tunnel(h, reader, writer).await,
+            Err(e) => {
+                warn!(%peer, %addr, error = %e, "bad tunnel header on a mesh stream");
+                let _ = writer.shutdown().await;
+            }
+        }
+        return;
+    }
+    let reader: BoxRead = Box::new(std::io::Cursor::new(first).chain(reader));
+    sites
+        .serve_stream(IncomingStream {
+            peer,
+            addr,
+            stream: MeshStream { reader, writer },
+        })
+        .await;
+}
+
+/// The running serving side of a node.
+pub struct Serving {
+    pub proxy: Proxy,
+    listeners: Vec<JoinHandle<()>>,
+    manager: JoinHandle<()>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl std::fmt::Debug for Serving {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Serving").finish_non_exhaustive()
+    }
+}
+
+impl Serving {
+    /// Starts the routes/runtimes task and serves the listeners.
+    pub fn start(
+        sites: Sites,
+        listeners: Listeners,
+        data_dir: &Path,
+        snapshot_interval: Duration,
+    ) -> anyhow::Result<Serving> {
+        let logs = data_dir.join("logs");
+        std::fs::create_dir_all(&logs)
+            .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", logs.display()))?;
+        let _ = LOG_DIR.set(logs.clone());
+        let (routes_tx, routes_rx) = watch::channel(Arc::new(Routes::new()));
+        let proxy = Proxy::new(
+            ProxyConfig::default(),
+            routes_rx,
+            Arc::new(MeshTunnels {
+                gossip: sites.gossip.clone(),
+            }),
+        );
+        let mut tasks = Vec::new();
+        for l in listeners.http {
+            let p = proxy.clone();
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) = p.serve_http(l).await {
+                    warn!(error = %e, "HTTP listener failed");
+                }
+            }));
+        }
+        for l in listeners.https {
+            let p = proxy.clone();
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) = p.serve_https(l).await {
+                    warn!(error = %e, "HTTPS listener failed");
+                }
+            }));
+        }
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
+        let manager = Manager {
+            me: sites.me.clone(),
+            sites,
+            logs,
+            routes_tx,
+            last: None,
+            runtimes: BTreeMap::new(),
+            mounts: HashMap::new(),
+            wake: Arc::new(Notify::new()),
+            snapshot_interval,
+            polling: None,
+        };
+        let manager = tokio::spawn(manager.run(stop_rx));
+        Ok(Serving {
+            proxy,
+            listeners: tasks,
+            manager,
+            stop: Some(stop_tx),
+        })
+    }
+
+    /// Closes the listeners (and their connections) and stops every
+    /// runtime, waiting for the processes to exit.
+    pub async fn shutdown(mut self) {
+        for t in &self.listeners {
+            t.abort();
+        }
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.manager).await;
+        for t in self.listeners.drain(..) {
+            let _ = t.await;
+        }
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        for t in &self.listeners {
+            t.abort();
+        }
+        // Dropping the stop sender ends the manager, which stops runtimes.
+    }
+}
+
+/// A command runtime this node runs as a site's master.
+struct Running {
+    spec_id: u64,
+    cmd: String,
+    rt: CommandRuntime,
+    tls: SocketAddr,
+    watcher: JoinHandle<()>,
+}
+
+/// A route entry in comparable form, to publish only real changes.
+type RouteKey = Vec<(String, Vec<String>, Target)>;
+
+struct Manager {
+    me: NodeName,
+    sites: Sites,
+    logs: PathBuf,
+    routes_tx: watch::Sender<Arc<Routes>>,
+    last: Option<RouteKey>,
+    runtimes: BTreeMap<SiteName, Running>,
+    mounts: HashMap<SiteName, PathBuf>,
+    /// Woken when a runtime changes state.
+    wake: Arc<Notify>,
+    snapshot_interval: Duration,
+    /// The write poll in flight, if any.
+    polling: Option<JoinHandle<()>>,
+}
+
+/// The newest spec of every site in the view whose incarnation is not
+/// deleted.
+pub fn current_specs(view: &View) -> BTreeMap<SiteName, SiteSpec> {
+    let mut specs: BTreeMap<SiteName, SiteSpec> = BTreeMap::new();
+    let mut deleted: BTreeMap<SiteName, Vec<u64>> = BTreeMap::new();
+    for m in view.members.values() {
+        if m.left {
+            continue;
+        }
+        for k in &m.keys {
+            match k {
+                SiteKey::Spec(s, spec) => {
+                    if specs
+                        .get(s)
+                        .is_none_or(|b| (spec.id, spec.version) > (b.id, b.version))
+                    {
+                        specs.insert(s.clone(), spec.clone());
+                    }
+                }
+                SiteKey::Deleted(s, id) => deleted.entry(s.clone()).or_default().push(*id),
+                SiteKey::Copy(..) => {}
+            }
+        }
+    }
+    specs.retain(|s, spec| !deleted.get(s).is_some_and(|ids| ids.contains(&spec.id)));
+    specs
+}
+
+impl Manager {
+    async fn run(mut self, mut stop: tokio::sync::oneshot::Receiver<()>) {
+        let mut view_rx = self.sites.gossip.view();
+        let mut pushed = PUSHED.subscribe();
+        let mut tick = tokio::time::interval(self.snapshot_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let view = model_view(&view_rx.borrow_and_update());
+            self.rebuild(&view).await;
+            tokio::select! {
+                changed = view_rx.changed() => if changed.is_err() { break },
+                _ = self.wake.notified() => {}
+                p = pushed.recv() => match p {
+                    Ok(site) => self.restart(&site).await,
+                    Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => {}
+                },
+                _ = tick.tick() => self.poll_writes(),
+                _ = &mut stop => break,
+            }
+        }
+        self.routes_tx.send_replace(Arc::new(Routes::new()));
+        let all: Vec<SiteName> = self.runtimes.keys().cloned().collect();
+        for site in all {
+            self.stop_runtime(&site, true).await;
+        }
+        if let Some(p) = self.polling.take() {
+            p.abort();
+        }
+    }
+
+    /// The site's mountpoint on this node (asked once, then remembered).
+    async fn mount(&mut self, site: &SiteName) -> Option<PathBuf> {
+        if let Some(p) = self.mounts.get(site) {
+            return Some(p.clone());
+        }
+        let store = self.sites.store.clone();
+        let s2 = site.clone();
+        match tokio::task::spawn_blocking(move || store.mountpoint(&s2)).await {
+            Ok(Ok(p)) => {
+                self.mounts.insert(site.clone(), p.clone());
+                Some(p)
+            }
+            Ok(Err(e)) => {
+                warn!(%site, error = %e, "cannot find the site's mountpoint");
+                None
+            }
+            Err(e) => {
+                warn!(%site, error = %e, "mountpoint task failed");
+                None
+            }
+        }
+    }
+
+    async fn rebuild(&mut self, view: &View) {
+        let specs = current_specs(view);
+        let mut entries: RouteKey = Vec::new();
+        let mut keep: Vec<SiteName> = Vec::new();
+        let unavailable = Target::Unavailable {
+            retry_after_s: RETRY_AFTER_S,
+        };
+        for (site, spec) in &specs {
+            let target = match model::serving_master(view, site) {
+                Some((node, _)) if node == self.me => match &spec.runtime {
+                    Runtime::Static => match self.mount(site).await {
+                        Some(dir) => Target::Local {
+                            backend: Backend::Static(dir),
+                            tls: None,
+                        },
+                        None => unavailable.clone(),
+                    },
+                    Runtime::Command { cmd } => {
+                        keep.push(site.clone());
+                        self.ensure_runtime(site, spec.id, cmd).await
+                    }
+                },
+                Some((node, _)) => Target::Remote {
+                    node: node.to_string(),
+                },
+                None => unavailable.clone(),
+            };
+            entries.push((
+                site.to_string(),
+                spec.domains.iter().map(|d| d.to_string()).collect(),
+                target,
+            ));
+        }
+        let gone: Vec<SiteName> = self
+            .runtimes
+            .keys()
+            .filter(|s| !keep.contains(s))
+            .cloned()
+            .collect();
+        for site in gone {
+            info!(%site, "no longer this site's master: stopping its runtime");
+            self.stop_runtime(&site, false).await;
+        }
+        self.mounts.retain(|s, _| specs.contains_key(s));
+        if self.last.as_ref() == Some(&entries) {
+            return;
+        }
+        let mut routes = Routes::new();
+        for (site, domains, target) in &entries {
+            let d: Vec<&str> = domains.iter().map(String::as_str).collect();
+            if let Err(e) = routes.insert_site(site, &d, target.clone()) {
+                warn!(%site, error = %e, "cannot route a site's domains");
+            }
+        }
+        self.routes_tx.send_replace(Arc::new(routes));
+        self.last = Some(entries);
+    }
+
+    /// Starts (or keeps) the site's command; its target.
+    async fn ensure_runtime(&mut self, site: &SiteName, spec_id: u64, cmd: &str) -> Target {
+        let stale = self
+            .runtimes
+            .get(site)
+            .is_some_and(|r| r.spec_id != spec_id || r.cmd != cmd);
+        if stale {
+            self.stop_runtime(site, false).await;
+        }
+        if !self.runtimes.contains_key(site) {
+            let Some(dir) = self.mount(site).await else {
+                return Target::Unavailable {
+                    retry_after_s: RETRY_AFTER_S,
+                };
+            };
+            let tls_port = match pick_port() {
+                Ok(p) => p,
+                Err(e) => {
+                    warn!(%site, error = %e, "cannot pick a TLS port");
+                    return Target::Unavailable {
+                        retry_after_s: RETRY_AFTER_S,
+                    };
+                }
+            };
+            let mut spec = CommandSpec::new(cmd, dir, self.logs.join(format!("{site}.log")));
+            spec.env = vec![
+                ("TLS_PORT".into(), tls_port.to_string()),
+                ("RINGHOST_SITE".into(), site.to_string()),
+            ];
+            spec.stop_timeout = Duration::from_secs(3);
+            match CommandRuntime::start(spec) {
+                Ok(rt) => {
+                    info!(%site, port = rt.port(), tls_port, "starting the site's command");
+                    let mut rx = rt.subscribe();
+                    let wake = self.wake.clone();
+                    let watcher = tokio::spawn(async move {
+                        while rx.changed().await.is_ok() {
+                            wake.notify_one();
+                        }
+                    });
+                    self.runtimes.insert(
+                        site.clone(),
+                        Running {
+                            spec_id,
+                            cmd: cmd.to_owned(),
+                            rt,
+                            tls: SocketAddr::from((Ipv4Addr::LOCALHOST, tls_port)),
+                            watcher,
+                        },
+                    );
+                }
+                Err(e) => {
+                    warn!(%site, error = %e, "cannot start the site's command");
+                    return Target::Unavailable {
+                        retry_after_s: RETRY_AFTER_S,
+                    };
+                }
+            }
+        }
+        let r = &self.runtimes[site];
+        match r.rt.state() {
+            RuntimeState::Running { .. } => Target::Local {
+                backend: Backend::Tcp(r.rt.addr()),
+                tls: Some(r.tls),
+            },
+            _ => Target::Unavailable {
+                retry_after_s: RETRY_AFTER_S,
+            },
+        }
+    }
+
+    /// Stops a runtime: at once in the background (routes no longer point
+    /// to it), or waiting for the process to be gone.
+    async fn stop_runtime(&mut self, site: &SiteName, wait: bool) {
+        let Some(r) = self.runtimes.remove(site) else {
+            return;
+        };
+        r.watcher.abort();
+        if wait {
+            r.rt.stop().await;
+        } else {
+            tokio::spawn(r.rt.stop());
+        }
+    }
+
+    /// A push replaced the site's content: the command starts again on it.
+    async fn restart(&mut self, site: &SiteName) {
+        if self.runtimes.contains_key(site) {
+            info!(%site, "content replaced: restarting the site's command");
+            self.stop_runtime(site, true).await;
+        }
+    }
+
+    /// Asks the store whether each local command site changed since its
+    /// last snapshot, and tells the driver about the ones that did.
+    fn poll_writes(&mut self) {
+        if self.polling.as_ref().is_some_and(|p| !p.is_finished()) {
+            return;
+        }
+        let sites: Vec<SiteName> = self.runtimes.keys().cloned().collect();
+        if sites.is_empty() {
+            return;
+        }
+        let handle = self.sites.clone();
+        self.polling = Some(tokio::spawn(async move {
+            let store = handle.store.clone();
+            let changed = tokio::task::spawn_blocking(move || {
+                sites
+                    .into_iter()
+                    .filter(|s| matches!(store.changed(s), Ok(storage::Changed::Yes)))
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .unwrap_or_default();
+            for site in changed {
+                handle.mark_written(site);
+            }
+        }));
+    }
+}
+
+fn pick_port() -> io::Result<u16> {
+    let l = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+    Ok(l.local_addr()?.port())
+}
+
+/// Reads the end of a site's runtime log on this node: `None` if there is
+/// none.
+pub fn read_log_tail(site: &SiteName) -> io::Result<Option<Vec<u8>>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let Some(path) = log_path(site) else {
+        return Ok(None);
+    };
+    let mut f = match std::fs::File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let len = f.metadata()?.len();
+    if len > LOG_TAIL {
+        f.seek(SeekFrom::Start(len - LOG_TAIL))?;
+    }
+    let mut out = Vec::new();
+    f.take(LOG_TAIL).read_to_end(&mut out)?;
+    Ok(Some(out))
+}
+
+/// The master side of [`rpc::Request::Log`].
+pub async fn serve_log(site: &SiteName, s: &mut MeshStream) -> anyhow::Result<()> {
+    let site2 = site.clone();
+    let tail = tokio::task::spawn_blocking(move || read_log_tail(&site2)).await?;
+    match tail {
+        Ok(Some(bytes)) => {
+            rpc::write_frame(&mut s.writer, &Reply::ok()).await?;
+            s.writer.write_all(&bytes).await?;
+        }
+        Ok(None) => {
+            rpc::write_frame(
+                &mut s.writer,
+                &Reply::err(
+                    404,
+                    format!("site '{site}' has no runtime log on this node"),
+                ),
+            )
+            .await?;
+        }
+        Err(e) => {
+            rpc::write_frame(
+                &mut s.writer,
+                &Reply::err(500, format!("cannot read the log of site '{site}': {e}")),
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// `GET /v1/sites/NAME/log`: the end of the runtime log, from the site's
+/// master (this node, or asked over the mesh).
+pub async fn log(sites: &Sites, name: &str) -> hyper::Response<crate::admin::Body> {
+    use hyper::StatusCode;
+    let text = |status: StatusCode, body: Vec<u8>| {
+        let mut r = hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from(body)));
+        *r.status_mut() = status;
+        r.headers_mut().insert(
+            hyper::header::CONTENT_TYPE,
+            hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        r
+    };
+    let err = |status: StatusCode, msg: String| {
+        crate::admin::json(status, &serde_json::json!({ "error": msg }))
+    };
+    let Ok(site) = name.parse::<SiteName>() else {
+        return err(
+            StatusCode::BAD_REQUEST,
+            format!("invalid site name '{name}'"),
+        );
+    };
+    let view = model_view(&sites.gossip.view().borrow());
+    if !current_specs(&view).contains_key(&site) {
+        return err(StatusCode::NOT_FOUND, format!("no site '{site}'"));
+    }
+    let master = model::serving_master(&view, &site).map(|(n, _)| n);
+    if master.as_ref().is_none_or(|m| *m == sites.me) {
+        // Master here, or no master: this node's log, if it has one.
+        let s2 = site.clone();
+        return match tokio::task::spawn_blocking(move || read_log_tail(&s2)).await {
+            Ok(Ok(Some(b))) => text(StatusCode::OK, b),
+            Ok(Ok(None)) => err(
+                StatusCode::NOT_FOUND,
+                format!("site '{site}' has no runtime log on this node"),
+            ),
+            Ok(Err(e)) => err(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot read the log of site '{site}': {e}"),
+            ),
+            Err(e) => err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        };
+    }
+    let Some(master) = master else {
+        return err(StatusCode::SERVICE_UNAVAILABLE, "no master".into());
+    };
+    let fetch = async {
+        let mut s = sites
+            .gossip
+            .open_stream(&master)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot reach master {master}: {e}"))?;
+        rpc::write_frame(&mut s.writer, &rpc::Request::Log { site: site.clone() }).await?;
+        let reply: Reply = rpc::read_frame(&mut s.reader).await?;
+        let mut body = Vec::new();
+        if reply.ok {
+            (&mut s.reader)
+                .take(LOG_TAIL)
+                .read_to_end(&mut body)
+                .await?;
+        }
+        anyhow::Ok((reply, body))
+    };
+    match tokio::time::timeout(Duration::from_secs(10), fetch).await {
+        Ok(Ok((r, body))) if r.ok => text(StatusCode::OK, body),
+        Ok(Ok((r, _))) => err(
+            r.status
+                .and_then(|s| StatusCode::from_u16(s).ok())
+                .unwrap_or(StatusCode::BAD_GATEWAY),
+            format!("{} (on {master})", r.error.unwrap_or_default()),
+        ),
+        Ok(Err(e)) => err(StatusCode::BAD_GATEWAY, format!("{e:#}")),
+        Err(_) => err(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!("{master} did not send the log within 10 s"),
+        ),
+    }
+}
