@@ -27,6 +27,9 @@ use tracing::{debug, info, warn};
 
 use crate::rpc::{self, ChainReply, PullReply, Request};
 
+/// Pruning lists a chain (zfs calls): do it every this many snapshots.
+const PRUNE_EVERY: u64 = 8;
+
 /// Where a site's spec lives inside its dataset.
 pub const SPEC_FILE: &str = ".ringhost/site.toml";
 /// Key of the stashes a node holds of a site (written by this driver).
@@ -384,7 +387,17 @@ impl Sites {
         let mut bridge = tokio_util::io::SyncIoBridge::new(writer);
         let sent = tokio::task::spawn_blocking(move || -> Result<u64, String> {
             let mut stream = store.send(&site, from, to).map_err(|e| e.to_string())?;
-            let n = std::io::copy(&mut stream, &mut bridge).map_err(|e| e.to_string())?;
+            // Large reads and writes: the stream crosses a pipe, TLS and QUIC.
+            let mut buf = vec![0u8; 1 << 20];
+            let mut n = 0u64;
+            loop {
+                let got = std::io::Read::read(&mut stream, &mut buf).map_err(|e| e.to_string())?;
+                if got == 0 {
+                    break;
+                }
+                std::io::Write::write_all(&mut bridge, &buf[..got]).map_err(|e| e.to_string())?;
+                n += got as u64;
+            }
             std::io::Write::flush(&mut bridge).map_err(|e| e.to_string())?;
             bridge.shutdown().map_err(|e| e.to_string())?;
             Ok(n)
@@ -582,7 +595,11 @@ impl Driver {
                 self.spawn_op(site.clone(), async move {
                     let r = blocking(move || {
                         let snap = store.snapshot(&site, seq)?;
-                        prune(&*store, &site, &protected, &policy);
+                        // Listing a chain costs zfs calls: prune every
+                        // PRUNE_EVERY snapshots, not after each one.
+                        if seq % PRUNE_EVERY == 0 {
+                            prune(&*store, &site, &protected, &policy);
+                        }
                         Ok(snap)
                     })
                     .await;
@@ -596,27 +613,22 @@ impl Driver {
                 let sites = self.sites.clone();
                 self.spawn_op(site.clone(), async move {
                     let r = pull(&sites, &site, &from).await;
-                    if r.is_ok() {
-                        let store = sites.store.clone();
-                        let policy = sites.prune;
-                        let s2 = site.clone();
-                        let _ = blocking(move || {
-                            prune(&*store, &s2, &std::collections::BTreeSet::new(), &policy);
-                            Ok(())
-                        })
-                        .await;
-                    }
-                    // The chain after pruning is what the copy holds.
+                    // Prune now and then; the chain after it is what the
+                    // copy holds.
                     let r = match r {
-                        Ok(_) => {
+                        Ok(chain) if chain.len() as u64 > PRUNE_EVERY => {
                             let store = sites.store.clone();
+                            let policy = sites.prune;
                             let s2 = site.clone();
-                            blocking(move || store.snapshots(&s2))
-                                .await
-                                .map(|c| heads(&c))
-                                .map_err(PullError::Failed)
+                            blocking(move || {
+                                prune(&*store, &s2, &std::collections::BTreeSet::new(), &policy);
+                                store.snapshots(&s2)
+                            })
+                            .await
+                            .map(|c| heads(&c))
+                            .map_err(PullError::Failed)
                         }
-                        Err(e) => Err(e),
+                        other => other,
                     };
                     Outcome::Pulled(r)
                 });
@@ -781,14 +793,21 @@ async fn pull(sites: &Sites, site: &SiteName, from: &NodeName) -> Result<Vec<Hea
     let store = sites.store.clone();
     let s2 = site.clone();
     let mut bridge = tokio_util::io::SyncIoBridge::new(s.reader);
-    let received = tokio::task::spawn_blocking(move || {
-        store.receive(&s2, &mut bridge)?;
-        store.snapshots(&s2)
-    })
-    .await
-    .map_err(|e| failed(format!("receive task failed: {e}")))?;
+    let received = tokio::task::spawn_blocking(move || store.receive(&s2, &mut bridge))
+        .await
+        .map_err(|e| failed(format!("receive task failed: {e}")))?;
     match received {
-        Ok(chain) => Ok(heads(&chain)),
+        // The chain is what we had plus what came (an incremental stream
+        // carries one snapshot; a full one starts the chain).
+        Ok(snap) => {
+            let mut chain = if have.is_empty() {
+                Vec::new()
+            } else {
+                heads(&have)
+            };
+            chain.extend(heads(std::slice::from_ref(&snap)));
+            Ok(chain)
+        }
         Err(storage::Error::Diverged { .. }) => Err(PullError::Diverged),
         Err(e) => Err(failed(e.to_string())),
     }

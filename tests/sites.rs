@@ -20,6 +20,12 @@ fn ringhost(node: &Node, args: &[&str]) -> std::process::Output {
     run(&all)
 }
 
+/// Reads a file of a copy, fresh (see `common::drop_caches`).
+fn read(path: &Path) -> String {
+    common::drop_caches();
+    std::fs::read_to_string(path).expect("readable")
+}
+
 fn ok(out: std::process::Output) -> String {
     assert!(
         out.status.success(),
@@ -59,6 +65,7 @@ fn heads(v: &Value) -> Vec<(String, u64, String)> {
 
 /// xxh3 of every file under `dir` (relative path → digest), skipping `.ringhost`.
 fn digests(dir: &Path) -> BTreeMap<String, u64> {
+    common::drop_caches();
     fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, u64>) {
         for e in std::fs::read_dir(dir).expect("readable dir") {
             let e = e.expect("entry");
@@ -292,7 +299,7 @@ fn a_master_killed_mid_send_leaves_the_replica_readable_then_it_catches_up_incre
         "replica head after the interrupted send: {v}"
     );
     assert_eq!(
-        std::fs::read_to_string(nodes[ri].site_dir("blog").join("index.html")).expect("readable"),
+        read(&nodes[ri].site_dir("blog").join("index.html")),
         "version one"
     );
     assert!(!nodes[ri].site_dir("blog").join("big.bin").exists());
@@ -307,7 +314,7 @@ fn a_master_killed_mid_send_leaves_the_replica_readable_then_it_catches_up_incre
         killed.elapsed()
     );
     assert_eq!(
-        std::fs::read_to_string(nodes[ri].site_dir("blog").join("index.html")).expect("readable"),
+        read(&nodes[ri].site_dir("blog").join("index.html")),
         "version two"
     );
     let log = nodes[ri].log_text();
@@ -392,7 +399,7 @@ fn a_replica_with_a_snapshot_the_master_lacks_keeps_it_as_a_stash_then_follows()
     assert_eq!(stash["node"], old_master.as_str(), "{v}");
     assert_eq!(v["master"], new_master.as_str());
     assert_eq!(
-        std::fs::read_to_string(nodes[oi].site_dir("blog").join("index.html")).expect("readable"),
+        read(&nodes[oi].site_dir("blog").join("index.html")),
         "two, on the new master"
     );
     // The stashed data is still there, in the old master's pool.
@@ -609,7 +616,7 @@ fn after_200_snapshot_intervals_the_chain_stays_bounded_and_replicas_stay_increm
     assert_eq!(full, 1, "the replica needed a full resend");
     assert!(incr >= 10, "{incr} incremental receives");
     assert_eq!(
-        std::fs::read_to_string(nodes[ri].site_dir("blog").join("index.html")).expect("readable"),
+        read(&nodes[ri].site_dir("blog").join("index.html")),
         "version 199"
     );
 }

@@ -144,6 +144,16 @@ fn transport_config() -> quinn::TransportConfig {
             .expect("10 s fits in a QUIC idle timeout"),
     ));
     t.max_concurrent_uni_streams(256u32.into());
+    // Snapshot streams are bulk transfers: windows large enough that a
+    // fast LAN (or loopback) is not held back by flow control.
+    t.stream_receive_window((16u32 << 20).into());
+    t.receive_window((64u32 << 20).into());
+    t.send_window(64 << 20);
+    // Probe for larger datagrams where the path allows them (loopback,
+    // jumbo frames); elsewhere probes fail and the 1200-byte floor stays.
+    let mut mtu = quinn::MtuDiscoveryConfig::default();
+    mtu.upper_bound(65_000);
+    t.mtu_discovery_config(Some(mtu));
     t
 }
 

@@ -245,6 +245,23 @@ const MOUNT_ATTEMPTS: usize = 10;
 /// `readonly=on` is in force (writes fail), so the intent is kept here too.
 const RO_PROP: &str = "ringhost:readonly";
 
+/// Where the machine-wide lock of FUSE remounts lives.
+const FUSE_MOUNT_LOCK: &str = "/tmp/ringhost-zfs-fuse-mount.lock";
+
+/// Takes the machine-wide lock that serializes FUSE remounts across
+/// processes (an advisory `flock`, released when the guard drops or the
+/// process dies). Without the lock file (read-only /tmp), runs unlocked.
+fn fuse_mount_lock() -> Option<std::fs::File> {
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(FUSE_MOUNT_LOCK)
+        .ok()?;
+    f.lock().ok()?;
+    Some(f)
+}
+
 /// Whether the mount at `mountpoint` is a FUSE mount (zfs-fuse), whose
 /// kernel cache can keep serving old file contents after a receive.
 fn is_fuse_mount(mountpoint: &str) -> bool {
@@ -604,6 +621,15 @@ impl ZfsStore {
             })
     }
 
+    /// Unmounts and mounts `ds` again, holding the machine-wide FUSE mount
+    /// lock: one zfs-fuse daemon serves every pool of the machine, and
+    /// concurrent unmounts from several nodes have wedged it.
+    fn remount(&self, site: &SiteName, ds: &str) -> Result<()> {
+        let _guard = fuse_mount_lock();
+        self.cli.unmount(ds)?;
+        self.ensure_mounted(site, ds).map(drop)
+    }
+
     fn ensure_mounted(&self, site: &SiteName, ds: &str) -> Result<PathBuf> {
         let mp = self.cli.get("mountpoint", ds)?;
         if self.cli.mount(ds).is_err() {
@@ -739,8 +765,7 @@ impl ZfsStore {
             if existed && is_fuse_mount(&mp) {
                 // zfs-fuse does not invalidate the kernel's cache of the
                 // replica's files: remount so readers see the new snapshot.
-                self.cli.unmount(&ds)?;
-                self.ensure_mounted(site, &ds)?;
+                self.remount(site, &ds)?;
             } else if !existed {
                 // A new copy from a full stream: zfs-fuse does not always
                 // mount it; readers need it mounted.
@@ -962,9 +987,15 @@ impl SnapshotStore for ZfsStore {
     fn set_writable(&self, site: &SiteName) -> Result<()> {
         let ds = self.existing(site)?;
         self.cli.zfs(&["set", "readonly=off", &ds])?;
-        self.cli
-            .zfs(&["set", &format!("{RO_PROP}=off"), &ds])
-            .map(drop)
+        self.cli.zfs(&["set", &format!("{RO_PROP}=off"), &ds])?;
+        // A promoted copy is about to be served: on zfs-fuse the kernel may
+        // still cache files of an older snapshot (receives do not
+        // invalidate it), so remount once, now.
+        let mp = self.cli.get("mountpoint", &ds)?;
+        if is_fuse_mount(&mp) {
+            self.remount(site, &ds)?;
+        }
+        Ok(())
     }
 
     fn is_readonly(&self, site: &SiteName) -> Result<bool> {

@@ -48,6 +48,16 @@ pub struct Env {
     pools: std::sync::Mutex<Vec<String>>,
     /// Storage flags every node gets.
     pub storage: Vec<String>,
+    /// RUST_LOG for the nodes (default: RINGHOST_TEST_LOG, else "info").
+    log: Option<String>,
+}
+
+/// Drops the kernel's page, dentry and inode caches (root only), so that
+/// reading a replica's mount shows what its last receive wrote: zfs-fuse
+/// does not invalidate the kernel's caches of a copy it received into.
+pub fn drop_caches() {
+    let _ = Command::new("sync").status();
+    let _ = std::fs::write("/proc/sys/vm/drop_caches", "3");
 }
 
 /// Whether this machine can run ZFS tests: in CI they must run (a missing
@@ -84,6 +94,7 @@ impl Env {
         let env = Env {
             tmp,
             pools: std::sync::Mutex::default(),
+            log: None,
             storage: storage.iter().map(|s| s.to_string()).collect(),
         };
         let certs = env.certs();
@@ -93,6 +104,12 @@ impl Env {
             env.issue(n);
         }
         env
+    }
+
+    /// Nodes started from now on log at `level` (a RUST_LOG filter).
+    pub fn with_log(mut self, level: &str) -> Env {
+        self.log = Some(level.to_owned());
+        self
     }
 
     pub fn issue(&self, node: &str) {
@@ -137,7 +154,9 @@ impl Env {
             .args(extra)
             .env(
                 "RUST_LOG",
-                std::env::var("RINGHOST_TEST_LOG").unwrap_or_else(|_| "info".into()),
+                self.log.clone().unwrap_or_else(|| {
+                    std::env::var("RINGHOST_TEST_LOG").unwrap_or_else(|_| "info".into())
+                }),
             )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -200,6 +219,19 @@ impl Env {
     /// Their nodes must be dead by now (Node drops kill them).
     fn destroy_pools(&self) {
         for pool in self.pools.lock().expect("pool list").drain(..) {
+            // A killed node's `zfs` children (a receive, a remount) may
+            // still run; destroying the pool under them has wedged
+            // zfs-fuse. Wait for them (bounded).
+            for _ in 0..150 {
+                let busy = Command::new("pgrep")
+                    .args(["-f", &format!("zfs .*{pool}")])
+                    .output()
+                    .is_ok_and(|o| o.status.success());
+                if !busy {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
             for _ in 0..20 {
                 let _ = Command::new("zpool")
                     .args(["destroy", "-f", &pool])

@@ -1,0 +1,365 @@
+//! Replication figures of a real cluster on ZFS (zfs-fuse here):
+//!
+//! 1. throughput of a 200 MiB change replicated over the QUIC mesh, against
+//!    `zfs send -i | zfs recv` of the very same increment piped on the same
+//!    machine, as a ratio measured in the same run (3 interleaved reps);
+//! 2. replication lag (master's snapshot → replica holds it) p50/p99 for 50
+//!    sites each changed once a second, from the nodes' own log timestamps.
+//!
+//! Run: `cargo bench --bench replication` (as root, with ZFS). Options after
+//! `--`: `--reps N` (default 3), `--lag-secs N` (default 20), `--sites N`
+//! (default 50).
+
+#![allow(clippy::disallowed_methods, clippy::print_stdout, clippy::print_stderr)] // a benchmark measures wall time and prints
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{Env, Node, p, run, wait_for};
+
+fn arg(args: &[String], name: &str, default: u64) -> u64 {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+fn ringhost(node: &Node, args: &[&str]) -> String {
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend(["--data-dir", p(&node.data_dir)]);
+    let out = run(&all);
+    assert!(out.status.success(), "{args:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// (node → (seq, guid)) of `site` as `node` sees it.
+fn heads(node: &Node, site: &str) -> BTreeMap<String, (u64, String)> {
+    let out = run(&[
+        "site",
+        "show",
+        site,
+        "--json",
+        "--data-dir",
+        p(&node.data_dir),
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    v["copies"]
+        .as_array()
+        .map(|cs| {
+            cs.iter()
+                .map(|c| {
+                    (
+                        c["node"].as_str().unwrap_or("").to_owned(),
+                        (
+                            c["head"]["seq"].as_u64().unwrap_or(0),
+                            c["head"]["guid"].as_str().unwrap_or("").to_owned(),
+                        ),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn random_file(path: &std::path::Path, seed: u64, len: usize) {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let data: Vec<u8> = (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(path, data).expect("write");
+}
+
+fn zfs(args: &[&str]) -> String {
+    let out = Command::new("zfs").args(args).output().expect("zfs runs");
+    assert!(out.status.success(), "zfs {args:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn throughput(reps: u64) {
+    let env = Env::new_zfs("bench", &["n1", "n2"], "2G").with_log("info,ringhost::sites=debug");
+    let nodes = env.start_cluster(2, &[]);
+    ringhost(
+        &nodes[0],
+        &[
+            "site",
+            "create",
+            "big",
+            "--domain",
+            "big.example",
+            "--replicas",
+            "2",
+        ],
+    );
+    let show = wait_for("a master", Duration::from_secs(10), || {
+        let out = run(&[
+            "site",
+            "show",
+            "big",
+            "--json",
+            "--data-dir",
+            p(&nodes[0].data_dir),
+        ]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        v["master"].as_str().map(str::to_owned)
+    });
+    let mi = nodes.iter().position(|n| n.name == show).expect("master");
+    let ri = 1 - mi;
+    let master_pool = nodes[mi].pool().expect("pool");
+    // The reference receiver: a pool of its own, destroyed at the end.
+    let ref_pool = format!("rhbench{}", std::process::id());
+    let ref_img = env.path().join("ref.img");
+    std::fs::File::create(&ref_img)
+        .and_then(|f| f.set_len(2 << 30))
+        .expect("ref image");
+    let out = Command::new("zpool")
+        .args(["create", "-m", "none", &ref_pool, p(&ref_img)])
+        .output()
+        .expect("zpool");
+    assert!(out.status.success(), "{out:?}");
+    let dir = env.path().join("content");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let mut ratios = Vec::new();
+    let mut mesh_rates = Vec::new();
+    let mut pipe_rates = Vec::new();
+    let mut e2e_ratios = Vec::new();
+    let size = 200u64 << 20;
+    for rep in 0..reps {
+        random_file(&dir.join("data.bin"), 1000 + rep, size as usize);
+        ringhost(&nodes[mi], &["site", "push", "big", p(&dir)]);
+        let target = heads(&nodes[mi], "big")
+            .get(&nodes[mi].name)
+            .cloned()
+            .expect("master head");
+        let t0 = Instant::now();
+        wait_for(
+            "the replica to hold the change",
+            Duration::from_secs(120),
+            || (heads(&nodes[ri], "big").get(&nodes[ri].name) == Some(&target)).then_some(()),
+        );
+        let e2e = t0.elapsed().as_secs_f64();
+        // The transfer itself, from the replica's log: the receive began
+        // ("receiving snapshots ... seq=S") until it published seq S.
+        let log = nodes[ri].log_text();
+        let begin = log
+            .lines()
+            .filter(|l| {
+                l.contains("receiving snapshots site=big")
+                    && l.contains(&format!("seq={} ", target.0))
+            })
+            .find_map(log_time);
+        let end = publishes(&log, "replica")
+            .into_iter()
+            .find(|(s, q, _)| s == "big" && *q == target.0)
+            .map(|(_, _, t)| t);
+        let mesh = match (begin, end) {
+            (Some(b), Some(e)) if e > b => e - b,
+            _ => e2e,
+        };
+
+        // The same increment, piped locally.
+        let ds = format!("{master_pool}/sites/big");
+        let to = format!("{ds}@ringhost-{}", target.0);
+        let from = format!("@ringhost-{}", target.0 - 1);
+        let dst = format!("{ref_pool}/r{rep}");
+        let base = format!("{ds}{from}");
+        let full = Command::new("sh")
+            .args(["-c", &format!("zfs send {base} | zfs recv {dst}")])
+            .output()
+            .expect("sh");
+        assert!(full.status.success(), "{full:?}");
+        let t1 = Instant::now();
+        let inc = Command::new("sh")
+            .args(["-c", &format!("zfs send -i {from} {to} | zfs recv {dst}")])
+            .output()
+            .expect("sh");
+        let pipe = t1.elapsed().as_secs_f64();
+        assert!(inc.status.success(), "{inc:?}");
+        let mib = (size >> 20) as f64;
+        println!(
+            "  rep {}: mesh transfer {:.2} s ({:.0} MiB/s; {:.2} s from the master's snapshot, gossip included), local pipe {:.2} s ({:.0} MiB/s), ratio {:.2}",
+            rep + 1,
+            mesh,
+            mib / mesh,
+            e2e,
+            pipe,
+            mib / pipe,
+            pipe / mesh
+        );
+        e2e_ratios.push(pipe / e2e);
+        ratios.push(pipe / mesh);
+        mesh_rates.push(mib / mesh);
+        pipe_rates.push(mib / pipe);
+        zfs(&["destroy", "-r", &dst]);
+    }
+    let _ = Command::new("zpool")
+        .args(["destroy", "-f", &ref_pool])
+        .output();
+    println!(
+        "replication throughput, 200 MiB change: mesh {:.0} MiB/s, zfs send|recv piped {:.0} MiB/s, ratio {:.2} (median of {reps}; target >= 0.7); from the master's snapshot to the replica's, gossip included: ratio {:.2}",
+        median(&mut mesh_rates),
+        median(&mut pipe_rates),
+        median(&mut ratios),
+        median(&mut e2e_ratios)
+    );
+}
+
+/// `2026-11-25T16:27:54.719041Z` → seconds since midnight.
+fn log_time(line: &str) -> Option<f64> {
+    let t = line.get(11..26)?;
+    let h: f64 = t.get(0..2)?.parse().ok()?;
+    let m: f64 = t.get(3..5)?.parse().ok()?;
+    let s: f64 = t.get(6..15)?.parse().ok()?;
+    Some(h * 3600.0 + m * 60.0 + s)
+}
+
+/// From a node's debug log: (site, seq, time) of each `site:` key published
+/// with the given role.
+fn publishes(log: &str, role: &str) -> Vec<(String, u64, f64)> {
+    let mut out = Vec::new();
+    for line in log.lines() {
+        const KEY: &str = "Publish { key: \"site:";
+        let Some(i) = line.find(KEY) else {
+            continue;
+        };
+        if !line.contains(&format!("\\\"role\\\":\\\"{role}\\\"")) {
+            continue;
+        }
+        let rest = &line[i + KEY.len()..];
+        let site = rest.split('"').next().unwrap_or("").to_owned();
+        let seq = line
+            .split("\\\"seq\\\":")
+            .nth(1)
+            .and_then(|s| s.split(',').next())
+            .and_then(|s| s.parse().ok());
+        if let (Some(seq), Some(t)) = (seq, log_time(line)) {
+            out.push((site, seq, t));
+        }
+    }
+    out
+}
+
+fn lag(secs: u64, sites: u64) {
+    // The site driver's debug log carries the publish times measured here
+    // (all nodes log with the one clock of this machine).
+    let env =
+        Env::new_zfs("bench", &["n1", "n2", "n3"], "1G").with_log("info,ringhost::sites=debug");
+    let nodes: Vec<Node> = {
+        let first = env.start("n1", &[], &[]);
+        let seed = first.mesh();
+        let mut v = vec![first];
+        for n in ["n2", "n3"] {
+            v.push(env.start(n, std::slice::from_ref(&seed), &[]));
+        }
+        v
+    };
+    let names: Vec<String> = (0..sites).map(|i| format!("s{i:02}")).collect();
+    for s in &names {
+        ringhost(
+            &nodes[0],
+            &[
+                "site",
+                "create",
+                s,
+                "--domain",
+                &format!("{s}.example"),
+                "--replicas",
+                "2",
+            ],
+        );
+    }
+    let dir = env.path().join("content");
+    std::fs::create_dir_all(&dir).expect("dir");
+    println!("  {sites} sites created; changing each once a second for {secs} s");
+    let start = Instant::now();
+    let mut children = Vec::new();
+    for tick in 0..secs {
+        let due = start + Duration::from_secs(tick);
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        for (i, s) in names.iter().enumerate() {
+            let d = dir.join(s);
+            std::fs::create_dir_all(&d).expect("dir");
+            std::fs::write(d.join("index.html"), format!("{s} change {tick}")).expect("write");
+            let node = &nodes[i % nodes.len()];
+            children.push(
+                Command::new(common::bin())
+                    .args(["site", "push", s, p(&d), "--data-dir", p(&node.data_dir)])
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .spawn()
+                    .expect("push"),
+            );
+        }
+        children.retain_mut(|c| c.try_wait().ok().flatten().is_none());
+    }
+    for mut c in children {
+        let _ = c.wait();
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    // Latency of each master snapshot: until the first replica publish of
+    // that seq or later, per replica.
+    let mut masters: BTreeMap<(String, u64), f64> = BTreeMap::new();
+    let mut replicas: BTreeMap<String, Vec<Vec<(u64, f64)>>> = BTreeMap::new();
+    for n in &nodes {
+        let log = n.log_text();
+        for (site, seq, t) in publishes(&log, "master") {
+            masters.entry((site, seq)).or_insert(t);
+        }
+        let mut per_site: BTreeMap<String, Vec<(u64, f64)>> = BTreeMap::new();
+        for (site, seq, t) in publishes(&log, "replica") {
+            per_site.entry(site).or_default().push((seq, t));
+        }
+        for (site, v) in per_site {
+            replicas.entry(site).or_default().push(v);
+        }
+    }
+    let mut lags = Vec::new();
+    for ((site, seq), t) in &masters {
+        for r in replicas.get(site).into_iter().flatten() {
+            if let Some((_, tr)) = r.iter().find(|(s, tr)| s >= seq && tr >= t) {
+                lags.push(tr - t);
+            }
+        }
+    }
+    lags.sort_by(|a, b| a.total_cmp(b));
+    if lags.is_empty() {
+        println!("replication lag: no samples (is ringhost=debug logging on?)");
+        return;
+    }
+    let pct = |q: f64| lags[((lags.len() - 1) as f64 * q).round() as usize];
+    println!(
+        "replication lag, {sites} sites changed once a second for {secs} s, 3 nodes, 2 copies each: p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms over {} snapshot deliveries",
+        pct(0.5) * 1e3,
+        pct(0.99) * 1e3,
+        lags[lags.len() - 1] * 1e3,
+        lags.len()
+    );
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--list") {
+        return;
+    }
+    if !common::zfs_available("replication bench") {
+        return;
+    }
+    throughput(arg(&args, "--reps", 3));
+    lag(arg(&args, "--lag-secs", 20), arg(&args, "--sites", 50));
+}
