@@ -433,6 +433,8 @@ mod tests {
         let s = NodeSettings::resolve(file, Overrides::default()).expect("example is valid");
         assert_eq!(s.seeds.len(), 2);
         assert_eq!(s.gossip, GossipSettings::default());
+        assert_eq!(s.http.len(), 1);
+        assert_eq!(s.https.len(), 1);
     }
 
     #[test]
