@@ -56,6 +56,12 @@ pub struct NodeConfig {
     /// cluster, and without the grace it promoted every copy it held
     /// (found by the simulator).
     pub election_grace: Duration,
+    /// No promotion until the set of live members has been still this
+    /// long. Failure detectors on one side of a partition see the other
+    /// side die one node at a time over a second or more; in between, a
+    /// minority still counts enough stale "alive" members for a quorum
+    /// (found by the simulator: both sides of a 9/11 split promoted).
+    pub election_settle: Duration,
 }
 
 impl NodeConfig {
@@ -67,6 +73,7 @@ impl NodeConfig {
             retry_min: Duration::from_millis(200),
             retry_max: Duration::from_secs(10),
             election_grace: Duration::from_secs(5),
+            election_settle: Duration::from_secs(3),
         }
     }
 }
@@ -288,6 +295,8 @@ pub struct Node {
     cfg: NodeConfig,
     started: bool,
     started_at: Time,
+    /// When the set of live members last changed.
+    membership_changed: Time,
     now: Time,
     view: View,
     copies: BTreeMap<SiteName, Copy>,
@@ -302,6 +311,7 @@ impl Node {
             cfg,
             started: false,
             started_at: Time(0),
+            membership_changed: Time(0),
             now: Time(0),
             view: View::default(),
             copies: BTreeMap::new(),
@@ -344,7 +354,19 @@ impl Node {
                     );
                 }
             }
-            Event::View(v) => self.view = v,
+            Event::View(v) => {
+                let alive = |v: &View| -> Vec<NodeName> {
+                    v.members
+                        .iter()
+                        .filter(|(_, m)| m.alive && !m.left)
+                        .map(|(n, _)| n.clone())
+                        .collect()
+                };
+                if alive(&v) != alive(&self.view) {
+                    self.membership_changed = now;
+                }
+                self.view = v;
+            }
             Event::Tick => {}
             Event::Written(site) => {
                 if let Some(c) = self.copies.get_mut(&site) {
@@ -397,7 +419,10 @@ impl Node {
     pub fn poll_timeout(&self) -> Option<Time> {
         let mut next: Option<Time> = None;
         let mut at = |t: Time| next = Some(next.map_or(t, |n| n.min(t)));
-        let elections = self.started_at.plus(self.cfg.election_grace);
+        let elections = self
+            .started_at
+            .plus(self.cfg.election_grace)
+            .max(self.membership_changed.plus(self.cfg.election_settle));
         if self.started && self.now < elections {
             at(elections);
         }
@@ -673,7 +698,12 @@ impl Node {
         match c.role {
             Role::Master => {
                 if should_step_down(site, &me, &sv.holders) {
-                    let epoch = decision.epoch().unwrap_or(c.epoch).max(c.epoch);
+                    // The epoch of the claim that fenced this one: never a
+                    // pending election's (fence + 1), which would fence the
+                    // live claim this node merely cannot see alive yet, and
+                    // discard its writes (found by the simulator).
+                    let fence = sv.holders.iter().map(|h| h.copy.epoch).max();
+                    let epoch = fence.unwrap_or(c.epoch).max(c.epoch);
                     let c = self.copies.get_mut(site).expect("checked above");
                     c.role = Role::Replica;
                     c.epoch = epoch;
@@ -698,7 +728,9 @@ impl Node {
             }
             Role::Replica => match decision {
                 MasterDecision::Elect { node, epoch }
-                    if node == me && now >= self.started_at.plus(self.cfg.election_grace) =>
+                    if node == me
+                        && now >= self.started_at.plus(self.cfg.election_grace)
+                        && now >= self.membership_changed.plus(self.cfg.election_settle) =>
                 {
                     let c = self.copies.get_mut(site).expect("checked above");
                     c.role = Role::Master;
@@ -989,8 +1021,11 @@ mod tests {
         let mut v = master_view(false);
         v.members.get_mut(&n("c")).expect("c").keys =
             vec![SiteKey::Copy(s("blog"), copy_key(Role::Replica, 1, 4))];
-        // (After the election grace that follows a start.)
-        b.handle(Time(5000), Event::View(v.clone()));
+        // After the election grace that follows a start, and once the
+        // live set has been still for the settle time.
+        b.handle(Time(1), Event::View(v.clone()));
+        assert!(drain(&mut b).is_empty());
+        b.handle(Time(5000), Event::Tick);
         let acts = drain(&mut b);
         assert_eq!(
             acts[0],
@@ -1188,5 +1223,48 @@ mod tests {
             "asked again for {:?} at {retry:?}",
             b.poll_timeout()
         );
+    }
+
+    #[test]
+    fn no_promotion_while_membership_moves_and_step_down_takes_the_fencing_epoch() {
+        let local = |role, epoch, seq| LocalCopy {
+            site: s("blog"),
+            role,
+            epoch: Epoch(epoch),
+            chain: vec![head(seq)],
+            spec: Some(spec("blog", 3)),
+        };
+        // The master just died in b's view: no promotion until the live
+        // set has been still for `election_settle`.
+        let mut b = started("b", vec![local(Role::Replica, 1, 5)]);
+        let mut v = master_view(true);
+        b.handle(Time(6000), Event::View(v.clone()));
+        drain(&mut b);
+        v.members.get_mut(&n("a")).expect("a").alive = false;
+        b.handle(Time(7000), Event::View(v.clone()));
+        assert!(
+            !drain(&mut b)
+                .iter()
+                .any(|x| matches!(x, Action::Promote { .. }))
+        );
+        assert_eq!(b.poll_timeout(), Some(Time(10_000)));
+        b.handle(Time(10_000), Event::Tick);
+        assert!(drain(&mut b).contains(&Action::Promote {
+            site: s("blog"),
+            epoch: Epoch(2)
+        }));
+
+        // A master fenced by a claim at epoch 2 whose node it still sees
+        // dead steps down to epoch 2, not to a pending election's 3.
+        let mut a = started("a", vec![local(Role::Master, 1, 6)]);
+        let mut w = master_view(true);
+        w.members.get_mut(&n("a")).expect("a").keys.clear();
+        *w.members.get_mut(&n("b")).expect("b") = member(
+            false,
+            vec![SiteKey::Copy(s("blog"), copy_key(Role::Master, 2, 6))],
+        );
+        a.handle(Time(6000), Event::View(w));
+        assert_eq!(drain(&mut a)[0], Action::Demote { site: s("blog") });
+        assert_eq!(a.copy(&s("blog")).map(|c| c.1), Some(Epoch(2)));
     }
 }
