@@ -620,3 +620,45 @@ fn after_200_snapshot_intervals_the_chain_stays_bounded_and_replicas_stay_increm
         "version 199"
     );
 }
+
+#[test]
+fn delete_removes_every_copy_after_confirmation() {
+    if !zfs_available("delete") {
+        return;
+    }
+    let env = Env::new_zfs("demo", &["n1", "n2"], "256M");
+    let nodes = env.start_cluster(2, &[]);
+    create(&nodes[0], "gone", "2");
+    wait_equal_heads(&[&nodes[0], &nodes[1]], "gone", 2, Duration::from_secs(10));
+    let out = ringhost(&nodes[1], &["site", "delete", "gone"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--yes"));
+    ok(ringhost(&nodes[1], &["site", "delete", "gone", "--yes"]));
+    let datasets = |n: &Node| {
+        let pool = n.pool().expect("pool");
+        let out = Command::new("zfs")
+            .args(["list", "-H", "-o", "name", "-r", &pool])
+            .output()
+            .expect("zfs");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    wait_for("every copy destroyed", Duration::from_secs(15), || {
+        nodes
+            .iter()
+            .all(|n| !datasets(n).contains("sites/gone"))
+            .then_some(())
+    });
+    for n in &nodes {
+        let out = ringhost(n, &["site", "list", "--json"]);
+        let v: Value = serde_json::from_slice(&ok(out).into_bytes()).expect("json");
+        assert_eq!(
+            v["sites"].as_array().map(Vec::len),
+            Some(0),
+            "{}: {v}",
+            n.name
+        );
+    }
+    // The name can be used again: a new incarnation is not deleted.
+    create(&nodes[0], "gone", "2");
+    wait_equal_heads(&[&nodes[0], &nodes[1]], "gone", 2, Duration::from_secs(10));
+}

@@ -425,6 +425,11 @@ pub struct ZfsStore {
     root: String,
     mount_root: PathBuf,
     features: Features,
+    /// Datasets received into on zfs-fuse since their last mount: the
+    /// kernel may still cache their old files. Remounted before this store
+    /// reads them, and by `set_writable`; not after every receive, which
+    /// would put a remount on replication's hot path.
+    stale: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
 /// Whether `zfs receive`'s usage text lists a flag (e.g. `s` in `[-vnsFu]`).
@@ -491,6 +496,7 @@ impl ZfsStore {
             root: config.root,
             mount_root: config.mount_root,
             features,
+            stale: std::sync::Mutex::default(),
         };
         for parent in ["sites", "stash"] {
             store.ensure_parent(parent)?;
@@ -627,7 +633,25 @@ impl ZfsStore {
     fn remount(&self, site: &SiteName, ds: &str) -> Result<()> {
         let _guard = fuse_mount_lock();
         self.cli.unmount(ds)?;
-        self.ensure_mounted(site, ds).map(drop)
+        self.ensure_mounted(site, ds)?;
+        self.stale
+            .lock()
+            .expect("stale lock is never poisoned")
+            .remove(ds);
+        Ok(())
+    }
+
+    /// Remounts `ds` if a receive left the kernel's cache of it stale.
+    fn fresh(&self, site: &SiteName, ds: &str) -> Result<()> {
+        let stale = self
+            .stale
+            .lock()
+            .expect("stale lock is never poisoned")
+            .contains(ds);
+        if stale {
+            self.remount(site, ds)?;
+        }
+        Ok(())
     }
 
     fn ensure_mounted(&self, site: &SiteName, ds: &str) -> Result<PathBuf> {
@@ -764,8 +788,11 @@ impl ZfsStore {
             let mp = self.cli.get("mountpoint", &ds)?;
             if existed && is_fuse_mount(&mp) {
                 // zfs-fuse does not invalidate the kernel's cache of the
-                // replica's files: remount so readers see the new snapshot.
-                self.remount(site, &ds)?;
+                // replica's files: remount before anything here reads them.
+                self.stale
+                    .lock()
+                    .expect("stale lock is never poisoned")
+                    .insert(ds.clone());
             } else if !existed {
                 // A new copy from a full stream: zfs-fuse does not always
                 // mount it; readers need it mounted.
@@ -1074,6 +1101,8 @@ impl SnapshotStore for ZfsStore {
 
     fn mountpoint(&self, site: &SiteName) -> Result<PathBuf> {
         let ds = self.existing(site)?;
+        // Whoever asks is about to read the files: make them current.
+        self.fresh(site, &ds)?;
         Ok(PathBuf::from(self.cli.get("mountpoint", &ds)?))
     }
 
@@ -1095,6 +1124,7 @@ impl SnapshotStore for ZfsStore {
     fn read_file(&self, site: &SiteName, path: &Path) -> Result<Vec<u8>> {
         check_rel_path(site, path)?;
         let ds = self.existing(site)?;
+        self.fresh(site, &ds)?;
         let full = self.ensure_mounted(site, &ds)?.join(path);
         std::fs::read(full).map_err(|e| io_error(site, path, "cannot read", e))
     }
