@@ -147,6 +147,20 @@ fn master_of(node: &Node, site: &str) -> String {
     )
 }
 
+/// The master's head seq of `site`, as `node` reports it.
+fn head_seq(node: &Node, site: &str) -> u64 {
+    let v = show(node, site).expect("site show");
+    let master = v["master"].as_str().unwrap_or_default().to_owned();
+    v["copies"]
+        .as_array()
+        .and_then(|cs| {
+            cs.iter()
+                .find(|c| c["node"].as_str() == Some(&master))
+                .and_then(|c| c["head"]["seq"].as_u64())
+        })
+        .unwrap_or(0)
+}
+
 /// Kills (SIGKILL) every process whose working directory is under `root`:
 /// the command runtimes of nodes that were themselves killed. Runs on drop
 /// too, so a failing test leaves no process behind.
@@ -199,6 +213,8 @@ class H(http.server.BaseHTTPRequestHandler):
             while left:
                 b = self.rfile.read(min(left, 65536))
                 h.update(b); n += len(b); left -= len(b)
+        with open("last-upload.txt", "w") as f:
+            f.write(f"{h.hexdigest()} {n}\n")
         self.reply(f"{h.hexdigest()} {n}\n")
     def do_GET(self):
         self.reply("upload site\n")
@@ -519,6 +535,7 @@ fn five_nodes_serve_twenty_sites_through_every_node_with_large_bodies_websocket_
     let up_path = env.path().join("upload.bin");
     std::fs::write(&up_path, bytes(7, 20 << 20)).expect("write");
     let port = http_port(via);
+    let seq_before = head_seq(&nodes[0], "upload");
     let t = Instant::now();
     let g = curl(&[
         "-H",
@@ -539,6 +556,13 @@ fn five_nodes_serve_twenty_sites_through_every_node_with_large_bodies_websocket_
         "serving: 20 MiB chunked upload through {} in {:.2}s",
         via.name,
         t.elapsed().as_secs_f64()
+    );
+
+    // The command's own write (last-upload.txt) is taken by a snapshot.
+    wait_for(
+        "a snapshot of the command's own write",
+        Duration::from_secs(15),
+        || (head_seq(&nodes[0], "upload") > seq_before).then_some(()),
     );
 
     // WebSocket through a node that is not the master, both ways.
