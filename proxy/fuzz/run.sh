@@ -38,7 +38,7 @@ cargo fuzz build --target-dir "$target_dir"
 
 failed=()
 for t in "${targets[@]}"; do
-    mkdir -p "corpus/$t"
+    mkdir -p "corpus/$t" "seeds/$t"
     echo "run.sh: fuzzing $t for ${secs}s" >&2
     # corpus/<t> gathers what this machine found; seeds/<t> (committed) holds
     # real captures so the run starts from valid messages.
