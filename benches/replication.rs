@@ -91,7 +91,9 @@ fn median(v: &mut [f64]) -> f64 {
 }
 
 fn throughput(reps: u64) {
-    let env = Env::new_zfs("bench", &["n1", "n2"], "2G").with_log("info,ringhost::sites=debug");
+    let env = Env::new_zfs("bench", &["n1", "n2"], "2G").with_log(
+        &std::env::var("RINGHOST_BENCH_LOG").unwrap_or_else(|_| "info,ringhost::sites=debug".into()),
+    );
     let nodes = env.start_cluster(2, &[]);
     ringhost(
         &nodes[0],
@@ -361,5 +363,7 @@ fn main() {
         return;
     }
     throughput(arg(&args, "--reps", 3));
-    lag(arg(&args, "--lag-secs", 20), arg(&args, "--sites", 50));
+    if arg(&args, "--sites", 50) > 0 {
+        lag(arg(&args, "--lag-secs", 20), arg(&args, "--sites", 50));
+    }
 }
