@@ -92,7 +92,8 @@ fn median(v: &mut [f64]) -> f64 {
 
 fn throughput(reps: u64) {
     let env = Env::new_zfs("bench", &["n1", "n2"], "2G").with_log(
-        &std::env::var("RINGHOST_BENCH_LOG").unwrap_or_else(|_| "info,ringhost::sites=debug".into()),
+        &std::env::var("RINGHOST_BENCH_LOG")
+            .unwrap_or_else(|_| "info,ringhost::sites=debug".into()),
     );
     let nodes = env.start_cluster(2, &[]);
     ringhost(
