@@ -188,9 +188,13 @@ impl Sites {
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default();
         let s2 = store.clone();
-        let copies = tokio::task::spawn_blocking(move || local_copies(&s2, &persisted))
-            .await
-            .context("storage task failed")??;
+        // The persisted roles go to the blocking task and come back for the
+        // driver: sites.json is read once.
+        let (copies, persisted) = tokio::task::spawn_blocking(move || {
+            local_copies(&s2, &persisted).map(|c| (c, persisted))
+        })
+        .await
+        .context("storage task failed")??;
         info!(copies = copies.len(), "local site copies found");
         let (tx, rx) = mpsc::channel(256);
         let sites = Sites {
@@ -211,10 +215,7 @@ impl Sites {
             sites: sites.clone(),
             rx,
             state_path,
-            persisted: std::fs::read(data_dir.join("sites.json"))
-                .ok()
-                .and_then(|b| serde_json::from_slice(&b).ok())
-                .unwrap_or_default(),
+            persisted,
             waiters: BTreeMap::new(),
             settle: Vec::new(),
             tasks: JoinSet::new(),
