@@ -109,49 +109,12 @@ for p in $HAPROXY_PORT $MASTER_PORT $OTHER_PORT $TUNNEL_PORT; do wait_port $p; d
 curl -sf -H 'Host: bench.test' "http://127.0.0.1:$OTHER_PORT/" -o /dev/null \
   || { echo "ringhost path does not answer" >&2; exit 1; }
 
-# CPU ticks (user+system) of processes, from /proc.
-ticks() { local t=0; for p in "$@"; do t=$((t + $(awk '{print $14+$15}' "/proc/$p/stat"))); done; echo $t; }
-HZ=$(getconf CLK_TCK)
-
+source "$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/scripts/wrk-reps.sh"
 declare -A CPU_PIDS=([direct]="" [haproxy]="$HAPROXY_PID" [ringhost-master]="$MASTER_PID" [ringhost-other]="$OTHER_PID $MASTER_PID")
-declare -A PORTS=([direct]=$BACKEND_PORT [haproxy]=$HAPROXY_PORT [ringhost-master]=$MASTER_PORT [ringhost-other]=$OTHER_PORT)
+declare -A URL=([direct]=127.0.0.1:$BACKEND_PORT [haproxy]=127.0.0.1:$HAPROXY_PORT [ringhost-master]=127.0.0.1:$MASTER_PORT [ringhost-other]=127.0.0.1:$OTHER_PORT)
+declare -A HOST=([direct]=bench.test [haproxy]=bench.test [ringhost-master]=bench.test [ringhost-other]=bench.test)
 ORDER=(direct haproxy ringhost-master ringhost-other)
-RESULTS="$WORK/results.tsv"
-: > "$RESULTS"
-echo "backend: $BACKEND; wrk -t2 -c64 -d$DURATION --latency; $REPS interleaved repetitions" >&2
-for rep in $(seq 1 "$REPS"); do
-  for t in "${ORDER[@]}"; do
-    before=0; [ -n "${CPU_PIDS[$t]}" ] && before=$(ticks ${CPU_PIDS[$t]})
-    out=$(wrk -t2 -c64 -d"$DURATION" --latency -H 'Host: bench.test' "http://127.0.0.1:${PORTS[$t]}/")
-    after=0; [ -n "${CPU_PIDS[$t]}" ] && after=$(ticks ${CPU_PIDS[$t]})
-    rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
-    reqs=$(awk '/requests in/ {print $1}' <<<"$out")
-    p99=$(awk '$1=="99%" {print $2}' <<<"$out")
-    errs=$(awk '/Non-2xx|Socket errors/ {print}' <<<"$out" | tr '\n' ' ')
-    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$t" "$rep" "$rps" "$p99" "$(( after - before ))" "$reqs" >> "$RESULTS"
-    echo "rep $rep $t: $rps req/s p99 $p99 $errs" >&2
-  done
-done
-
-python3 - "$RESULTS" "$HZ" <<'PY'
-import statistics, sys
-rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])]
-hz = int(sys.argv[2])
-def ms(v):
-    for unit, f in (("us", 1e-3), ("ms", 1.0), ("s", 1e3)):
-        if v.endswith(unit):
-            return float(v[: -len(unit)]) * f
-    return float(v)
-by = {}
-for t, rep, rps, p99, ticks, reqs in rows:
-    by.setdefault(t, []).append((float(rps), ms(p99), int(ticks) / hz, int(reqs)))
-med = {t: (statistics.median(r for r, *_ in v), statistics.median(p for _, p, *_ in v),
-           statistics.median(c / n * 1e6 for _, _, c, n in v)) for t, v in by.items()}
-hap = med["haproxy"][0]
-print(f"{'target':<16} {'req/s':>9} {'vs HAProxy':>10} {'p99 ms':>7} {'proxy CPU/req':>14}")
-for t in ["direct", "haproxy", "ringhost-master", "ringhost-other"]:
-    rps, p99, cpu = med[t]
-    cpu_s = "-" if t == "direct" else f"{cpu:.1f} us"
-    print(f"{t:<16} {rps:>9.0f} {rps / hap:>9.2f}x {p99:>7.2f} {cpu_s:>14}")
-print("ringhost-other: tunnel over plain TCP (stand-in for QUIC); CPU counts both engine instances")
-PY
+echo "backend: $BACKEND" >&2
+run_reps
+summarize
+echo "ringhost-other: tunnel over plain TCP (stand-in for QUIC); CPU counts both engine instances"
