@@ -9,6 +9,7 @@ command -v zfs >/dev/null 2>&1 || need_apt+=(zfs-fuse)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
+command -v iptables >/dev/null 2>&1 || need_apt+=(iptables)
 command -v c++ >/dev/null 2>&1 || need_apt+=(g++)
 if [ "${RINGHOST_BENCH_TOOLS:-0}" = 1 ]; then
     command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)

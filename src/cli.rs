@@ -238,4 +238,17 @@ pub struct NodeArgs {
     /// IP:PORT (repeat for more).
     #[arg(long = "https", value_name = "ADDR")]
     pub https: Vec<String>,
+    /// `on` (default): promote and serve only while a strict majority of
+    /// the known members is alive, so a minority side of a split answers
+    /// 503. `off`: both sides may serve; divergence is stashed on heal.
+    #[arg(long, value_name = "on|off", value_parser = on_off)]
+    pub quorum_guard: Option<bool>,
+}
+
+fn on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" | "true" => Ok(true),
+        "off" | "false" => Ok(false),
+        _ => Err(format!("'{s}' is not on or off")),
+    }
 }

@@ -29,6 +29,15 @@ pub struct FileConfig {
     pub storage: StorageFile,
     #[serde(default)]
     pub proxy: ProxyFile,
+    #[serde(default)]
+    pub election: ElectionFile,
+}
+
+/// `[election]`: how a node decides to take over a site.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ElectionFile {
+    pub quorum_guard: Option<bool>,
 }
 
 /// `[proxy]`: where the node takes client traffic. Each key is one
@@ -130,6 +139,10 @@ pub struct NodeSettings {
     pub http: Vec<SocketAddr>,
     /// TLS passthrough listen addresses (may be empty).
     pub https: Vec<SocketAddr>,
+    /// Promote and serve only while a strict majority of the known members
+    /// is alive (default on). Off: both sides of a split may serve, and the
+    /// divergence is stashed when it heals.
+    pub quorum_guard: bool,
 }
 
 /// Flags of `ringhost node` that override the file.
@@ -154,6 +167,7 @@ pub struct Overrides {
     pub keep_daily: Option<String>,
     pub http: Vec<String>,
     pub https: Vec<String>,
+    pub quorum_guard: Option<bool>,
 }
 
 /// Parses `512M`, `2G`, `1T` or a number of bytes.
@@ -324,7 +338,12 @@ impl NodeSettings {
         };
         let http = listen("HTTP address", o.http, file.proxy.http)?;
         let https = listen("HTTPS address", o.https, file.proxy.https)?;
+        let quorum_guard = o
+            .quorum_guard
+            .or(file.election.quorum_guard)
+            .unwrap_or(true);
         Ok(NodeSettings {
+            quorum_guard,
             http,
             https,
             storage,
@@ -435,6 +454,24 @@ mod tests {
         assert_eq!(s.gossip, GossipSettings::default());
         assert_eq!(s.http.len(), 1);
         assert_eq!(s.https.len(), 1);
+        assert!(s.quorum_guard);
+    }
+
+    #[test]
+    fn the_quorum_guard_is_on_unless_turned_off() {
+        let s = NodeSettings::resolve(FileConfig::default(), minimal()).expect("valid");
+        assert!(s.quorum_guard);
+        let file: FileConfig =
+            toml::from_str("[election]\nquorum_guard = false").expect("valid toml");
+        let s = NodeSettings::resolve(file, minimal()).expect("valid");
+        assert!(!s.quorum_guard);
+        let file: FileConfig =
+            toml::from_str("[election]\nquorum_guard = false").expect("valid toml");
+        let o = Overrides {
+            quorum_guard: Some(true),
+            ..minimal()
+        };
+        assert!(NodeSettings::resolve(file, o).expect("valid").quorum_guard);
     }
 
     #[test]

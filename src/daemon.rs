@@ -79,6 +79,7 @@ fn settings(args: NodeArgs) -> anyhow::Result<NodeSettings> {
             keep_daily: args.keep_daily,
             http: args.http,
             https: args.https,
+            quorum_guard: args.quorum_guard,
         },
     )
 }
@@ -212,6 +213,7 @@ async fn serve(
     let gossip = std::sync::Arc::new(gossip);
     let mut node_cfg = model::NodeConfig::new(s.name.clone());
     node_cfg.snapshot_interval = s.snapshot_interval;
+    node_cfg.quorum_guard = s.quorum_guard;
     let (sites, driver) = match Sites::start(
         node_cfg,
         s.prune,
@@ -232,6 +234,7 @@ async fn serve(
         listeners,
         &dir.path,
         s.snapshot_interval,
+        s.quorum_guard,
     ) {
         Ok(v) => v,
         Err(e) => {

@@ -198,11 +198,16 @@ impl Serving {
         listeners: Listeners,
         data_dir: &Path,
         snapshot_interval: Duration,
+        quorum_guard: bool,
     ) -> anyhow::Result<Serving> {
         let logs = data_dir.join("logs");
         std::fs::create_dir_all(&logs)
             .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", logs.display()))?;
         let _ = LOG_DIR.set(logs.clone());
+        let run_dir = data_dir.join("run");
+        std::fs::create_dir_all(&run_dir)
+            .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", run_dir.display()))?;
+        stop_leftovers(&run_dir, &sites.me);
         let (routes_tx, routes_rx) = watch::channel(Arc::new(Routes::new()));
         let proxy = Proxy::new(
             ProxyConfig::default(),
@@ -233,12 +238,14 @@ impl Serving {
             me: sites.me.clone(),
             sites,
             logs,
+            run_dir,
             routes_tx,
             last: None,
             runtimes: BTreeMap::new(),
             mounts: HashMap::new(),
             wake: Arc::new(Notify::new()),
             snapshot_interval,
+            quorum_guard,
             polling: None,
             fingerprints: Arc::default(),
         };
@@ -279,6 +286,8 @@ impl Drop for Serving {
 /// A command runtime this node runs as a site's master.
 struct Running {
     spec_id: u64,
+    /// The master claim the command was started under.
+    epoch: model::Epoch,
     cmd: String,
     rt: CommandRuntime,
     tls: SocketAddr,
@@ -292,6 +301,8 @@ struct Manager {
     me: NodeName,
     sites: Sites,
     logs: PathBuf,
+    /// `<site>.pid`: the process group of each running command.
+    run_dir: PathBuf,
     routes_tx: watch::Sender<Arc<Routes>>,
     last: Option<RouteKey>,
     runtimes: BTreeMap<SiteName, Running>,
@@ -299,6 +310,8 @@ struct Manager {
     /// Woken when a runtime changes state.
     wake: Arc<Notify>,
     snapshot_interval: Duration,
+    /// Serve only while a strict majority of the known members is alive.
+    quorum_guard: bool,
     /// The write poll in flight, if any.
     polling: Option<JoinHandle<()>>,
     /// The last tree fingerprint of each local command site.
@@ -396,9 +409,22 @@ impl Manager {
         let unavailable = Target::Unavailable {
             retry_after_s: RETRY_AFTER_S,
         };
+        // A node that sees no majority alive is on the minority side of a
+        // split, or alone: it serves nothing (503), so that a master cut
+        // off from the majority stops taking writes while the majority
+        // elects another. Its commands keep running, ready for the heal.
+        let fenced = !model::quorum_of(view, &self.me, self.quorum_guard).allows_promotion();
+        if fenced {
+            keep.extend(self.runtimes.keys().cloned());
+        }
         for (site, spec) in &specs {
-            let target = match model::serving_master(view, site) {
-                Some((node, _)) if node == self.me => match &spec.runtime {
+            let master = if fenced {
+                None
+            } else {
+                model::serving_master(view, site)
+            };
+            let target = match master {
+                Some((node, epoch)) if node == self.me => match &spec.runtime {
                     Runtime::Static => match self.mount(site).await {
                         Some(dir) => Target::Local {
                             backend: Backend::Static(dir),
@@ -408,7 +434,7 @@ impl Manager {
                     },
                     Runtime::Command { cmd } => {
                         keep.push(site.clone());
-                        self.ensure_runtime(site, spec.id, cmd).await
+                        self.ensure_runtime(site, spec.id, epoch, cmd).await
                     }
                 },
                 Some((node, _)) => Target::Remote {
@@ -448,11 +474,17 @@ impl Manager {
     }
 
     /// Starts (or keeps) the site's command; its target.
-    async fn ensure_runtime(&mut self, site: &SiteName, spec_id: u64, cmd: &str) -> Target {
+    async fn ensure_runtime(
+        &mut self,
+        site: &SiteName,
+        spec_id: u64,
+        epoch: model::Epoch,
+        cmd: &str,
+    ) -> Target {
         let stale = self
             .runtimes
             .get(site)
-            .is_some_and(|r| r.spec_id != spec_id || r.cmd != cmd);
+            .is_some_and(|r| r.spec_id != spec_id || r.cmd != cmd || r.epoch != epoch);
         if stale {
             self.stop_runtime(site, false).await;
         }
@@ -475,6 +507,8 @@ impl Manager {
             spec.env = vec![
                 ("TLS_PORT".into(), tls_port.to_string()),
                 ("RINGHOST_SITE".into(), site.to_string()),
+                ("RINGHOST_NODE".into(), self.me.to_string()),
+                ("RINGHOST_EPOCH".into(), epoch.to_string()),
             ];
             spec.stop_timeout = Duration::from_secs(3);
             match CommandRuntime::start(spec) {
@@ -491,6 +525,7 @@ impl Manager {
                         site.clone(),
                         Running {
                             spec_id,
+                            epoch,
                             cmd: cmd.to_owned(),
                             rt,
                             tls: SocketAddr::from((Ipv4Addr::LOCALHOST, tls_port)),
@@ -508,10 +543,13 @@ impl Manager {
         }
         let r = &self.runtimes[site];
         match r.rt.state() {
-            RuntimeState::Running { .. } => Target::Local {
-                backend: Backend::Tcp(r.rt.addr()),
-                tls: Some(r.tls),
-            },
+            RuntimeState::Running { pid, .. } => {
+                record_pid(&self.run_dir, site, pid);
+                Target::Local {
+                    backend: Backend::Tcp(r.rt.addr()),
+                    tls: Some(r.tls),
+                }
+            }
             _ => Target::Unavailable {
                 retry_after_s: RETRY_AFTER_S,
             },
@@ -525,6 +563,7 @@ impl Manager {
             return;
         };
         r.watcher.abort();
+        let _ = std::fs::remove_file(self.run_dir.join(format!("{site}.pid")));
         if wait {
             r.rt.stop().await;
         } else {
@@ -751,5 +790,51 @@ pub async fn log(sites: &Sites, name: &str) -> hyper::Response<crate::admin::Bod
             StatusCode::GATEWAY_TIMEOUT,
             format!("{master} did not send the log within 10 s"),
         ),
+    }
+}
+
+/// Notes the process group of a site's running command, so that the next
+/// start of this node stops it if this one dies without stopping it.
+fn record_pid(run_dir: &Path, site: &SiteName, pid: u32) {
+    let path = run_dir.join(format!("{site}.pid"));
+    if std::fs::read_to_string(&path).is_ok_and(|t| t.trim() == pid.to_string()) {
+        return;
+    }
+    if let Err(e) = std::fs::write(&path, pid.to_string()) {
+        warn!(%site, error = %e, "cannot record the command's pid");
+    }
+}
+
+/// Stops the commands a previous run of this node left running (it was
+/// killed, not stopped): they would keep the site's files open and busy,
+/// and no request reaches them any more. A recorded pid counts only if
+/// that process still carries this node's and the site's names in its
+/// environment (pids are reused).
+fn stop_leftovers(run_dir: &Path, me: &NodeName) {
+    let Ok(dir) = std::fs::read_dir(run_dir) else {
+        return;
+    };
+    for e in dir.flatten() {
+        let path = e.path();
+        let site = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let pid: Option<u32> = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|t| t.trim().parse().ok());
+        let _ = std::fs::remove_file(&path);
+        let Some(pid) = pid else { continue };
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        let vars: Vec<&[u8]> = environ.split(|b| *b == 0).collect();
+        let ours = vars.contains(&format!("RINGHOST_SITE={site}").as_bytes())
+            && vars.contains(&format!("RINGHOST_NODE={me}").as_bytes());
+        if !ours {
+            continue;
+        }
+        info!(%site, pid, "stopping the site's command left running by a previous run");
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", "--", &format!("-{pid}")])
+            .status();
     }
 }

@@ -810,6 +810,10 @@ async fn pull(sites: &Sites, site: &SiteName, from: &NodeName) -> Result<Vec<Hea
             Ok(chain)
         }
         Err(storage::Error::Diverged { .. }) => Err(PullError::Diverged),
+        // Changes after the newest snapshot (a master that lost its claim
+        // before snapshotting its last writes): they are a divergence too,
+        // kept in a stash rather than rolled back.
+        Err(storage::Error::Modified { .. }) => Err(PullError::Diverged),
         Err(e) => Err(failed(e.to_string())),
     }
 }

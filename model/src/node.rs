@@ -293,6 +293,30 @@ pub fn serving_master(view: &View, site: &SiteName) -> Option<(NodeName, Epoch)>
     }
 }
 
+/// The membership `me` sees for the quorum guard: the members it knows
+/// (left ones excepted) and how many of them are alive, itself included.
+/// A node serves and promotes with the guard on only while
+/// `allows_promotion()` holds.
+pub fn quorum_of(view: &View, me: &NodeName, guard: bool) -> Quorum {
+    let known = view
+        .members
+        .iter()
+        .filter(|(n, m)| !m.left || *n == me)
+        .count()
+        .max(1);
+    let alive = view
+        .members
+        .iter()
+        .filter(|(n, m)| (m.alive && !m.left) || *n == me)
+        .count()
+        .min(known);
+    Quorum {
+        known_members: known,
+        alive_members: alive,
+        guard,
+    }
+}
+
 /// The site logic of one node. See the module docs.
 #[derive(Debug)]
 pub struct Node {
@@ -543,19 +567,7 @@ impl Node {
     }
 
     fn quorum(&self) -> Quorum {
-        let known = self
-            .view
-            .members
-            .iter()
-            .filter(|(n, m)| !m.left || **n == self.cfg.name)
-            .count()
-            .max(1);
-        let alive = self.live_members().count().min(known);
-        Quorum {
-            known_members: known,
-            alive_members: alive,
-            guard: self.cfg.quorum_guard,
-        }
+        quorum_of(&self.view, &self.cfg.name, self.cfg.quorum_guard)
     }
 
     /// What the view says about `site`; this node's own entry comes from

@@ -1046,13 +1046,25 @@ impl SnapshotStore for ZfsStore {
         let tag = chain
             .last()
             .map_or_else(|| "empty".to_owned(), |s| s.guid.to_string());
-        let name = format!("{site}-{tag}");
+        // The same head can diverge twice (changes after it, stashed, then
+        // again): never reuse a stash's name.
+        let mut name = format!("{site}-{tag}");
+        let mut n = 1;
+        while self.cli.exists(&self.stash_dataset(&name))? {
+            n += 1;
+            name = format!("{site}-{tag}-{n}");
+        }
         let stash = self.stash_dataset(&name);
         self.cli.unmount(&ds)?;
         self.cli.zfs_unbusy(&["rename", &ds, &stash])?;
         // From here on the copy is safe under the stash; make it read-only.
         self.cli.zfs(&["set", "readonly=on", &stash])?;
         self.cli.zfs(&["set", &format!("{RO_PROP}=on"), &stash])?;
+        // Mounted, so that its files can be read where `zfs get mountpoint`
+        // says (a rename leaves it unmounted on some ZFS versions).
+        if let Err(e) = self.cli.mount(&stash) {
+            tracing::warn!(stash = %stash, error = %e, "cannot mount the stash; its data is safe but unmounted");
+        }
         if let Some(common) = common {
             let origin = format!("{stash}@{}", common.name);
             self.cli

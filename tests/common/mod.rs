@@ -11,6 +11,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod bed;
+pub mod netns;
+
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_ringhost")
 }
@@ -141,12 +144,57 @@ impl Env {
         seeds: &[String],
         extra: &[&str],
     ) -> Node {
+        self.spawn(&[], node, certs, "127.0.0.1:0", seeds, extra)
+    }
+
+    /// Starts `node` inside host `k` of `net`, its mesh at `IP:7000` and
+    /// its proxy at `IP:8080` (HTTP) and `IP:8443` (TLS) of that host.
+    pub fn start_on(
+        &self,
+        net: &netns::Net,
+        k: usize,
+        node: &str,
+        seeds: &[String],
+        extra: &[&str],
+    ) -> Node {
+        let ip = net.ip(k);
+        let (http, https) = (format!("{ip}:8080"), format!("{ip}:8443"));
+        let mut args = vec!["--http", &http, "--https", &https];
+        args.extend_from_slice(extra);
+        self.spawn(
+            &net.exec_prefix(k),
+            node,
+            &self.certs(),
+            &format!("{ip}:7000"),
+            seeds,
+            &args,
+        )
+    }
+
+    /// Spawns `wrap... ringhost node ...` and waits for its ready.json.
+    fn spawn(
+        &self,
+        wrap: &[String],
+        node: &str,
+        certs: &Path,
+        mesh: &str,
+        seeds: &[String],
+        extra: &[&str],
+    ) -> Node {
         let data_dir = self.data_dir(node);
         let log = self.tmp.path().join(format!("{node}.log"));
         let _ = std::fs::remove_file(data_dir.join("ready.json"));
-        let mut cmd = Command::new(bin());
+        // A wrapper (nsenter) execs the program: the PID is the node's.
+        let mut cmd = match wrap.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(bin());
+                c
+            }
+            None => Command::new(bin()),
+        };
         cmd.args(["node", "--name", node, "--data-dir", p(&data_dir)])
-            .args(["--certs", p(certs), "--mesh", "127.0.0.1:0"]);
+            .args(["--certs", p(certs), "--mesh", mesh]);
         for s in seeds {
             cmd.args(["--seed", s]);
         }

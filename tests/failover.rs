@@ -1,0 +1,337 @@
+//! Failover and partitions, on five hosts in network namespaces (see
+//! `common/netns.rs`), real ZFS and a `command` site whose every
+//! acknowledged write is checked afterwards (`common/bed.rs`).
+//!
+//! The tests time failure detection on real processes: they run one at a
+//! time. They need root, `ip netns`, iptables and zfs-fuse; in CI they must
+//! run, elsewhere they skip with a printed reason.
+
+#![allow(clippy::disallowed_methods, clippy::print_stderr)] // real processes against the wall clock, figures on stderr
+
+mod common;
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use common::bed::{Attempt, Bed, Load, Verdict, check_history, name, parse_claim};
+use common::netns::netns_available;
+use common::{wait_for, zfs_available};
+
+fn sleep(d: Duration) {
+    std::thread::sleep(d);
+}
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn can_run(test: &str) -> bool {
+    zfs_available(test) && netns_available(test)
+}
+
+/// Waits until host k answers `status` for the site's front page.
+fn wait_status(bed: &Bed, k: usize, status: u16, within: Duration) {
+    wait_for(&format!("{} answering {status}", name(k)), within, || {
+        (bed.get(k, "/").0 == status).then_some(())
+    });
+}
+
+/// Waits until every host in `ks` is served by a master other than
+/// `not` at an epoch above `above`.
+fn wait_new_master(
+    bed: &Bed,
+    ks: &[usize],
+    not: &str,
+    above: u64,
+    within: Duration,
+) -> (String, u64) {
+    wait_for(
+        &format!("a new master above epoch {above} through {ks:?}"),
+        within,
+        || {
+            let mut seen = None;
+            for &k in ks {
+                let (status, body) = bed.get(k, "/");
+                let who =
+                    parse_claim(&body).filter(|(n, e)| status == 200 && n != not && *e > above)?;
+                if seen.as_ref().is_some_and(|s| *s != who) {
+                    return None;
+                }
+                seen = Some(who);
+            }
+            seen
+        },
+    )
+}
+
+/// The acknowledgement span of the claim `epoch`.
+fn claim(v: &Verdict, epoch: u64) -> Option<(Duration, Duration)> {
+    v.claims.iter().find(|c| c.0 == epoch).map(|c| (c.1, c.2))
+}
+
+fn report(test: &str, attempts: &[Attempt], v: &Verdict) {
+    eprintln!("{test}: {} writes sent; {}", attempts.len(), v.summary());
+}
+
+#[test]
+fn a_master_cut_off_in_a_minority_answers_503_while_the_majority_takes_over_and_nothing_acknowledged_is_lost()
+ {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !can_run("minority") {
+        return;
+    }
+    let bed = Bed::start("fo-minority", 5, &[]);
+    bed.create_history_site(3);
+    let load = Load::start(&bed, 3, 5000, Duration::from_secs(240));
+    sleep(Duration::from_secs(3));
+    let all: Vec<usize> = (0..5).collect();
+    let (old, epoch0) = bed.wait_served(&all, Duration::from_secs(10));
+    let m = (0..5)
+        .find(|&k| name(k) == old)
+        .expect("the master is a host");
+    let other = (0..5).find(|&k| k != m).expect("another host");
+    let minority = [m, other];
+    let majority: Vec<usize> = all
+        .iter()
+        .copied()
+        .filter(|k| !minority.contains(k))
+        .collect();
+
+    bed.net.partition(&[&minority, &majority]);
+    let cut = Instant::now();
+    // The minority stops serving (503, no second master there)...
+    for &k in &minority {
+        wait_status(&bed, k, 503, Duration::from_secs(10));
+    }
+    let fenced = cut.elapsed();
+    // ...while the majority elects a master with a higher epoch.
+    let (new, epoch1) = wait_new_master(&bed, &majority, &old, epoch0, Duration::from_secs(20));
+    let promoted = cut.elapsed();
+    // Both stay so while the split lasts.
+    for _ in 0..6 {
+        for &k in &minority {
+            let (status, body) = bed.get(k, "/");
+            assert_eq!(status, 503, "{} during the split: {body}", name(k));
+        }
+        sleep(Duration::from_millis(500));
+    }
+
+    bed.net.heal();
+    let healed = Instant::now();
+    // The old master steps down: every node now reaches the new one.
+    let after = bed.wait_served(&all, Duration::from_secs(30));
+    assert_eq!(after, (new.clone(), epoch1), "after the heal");
+    let served = healed.elapsed();
+    sleep(Duration::from_secs(2));
+    let attempts = load.finish();
+    // The old master follows the new one again (its divergence, if any,
+    // stashed first).
+    wait_for("the old master to follow", Duration::from_secs(30), || {
+        let v = bed.show(m)?;
+        let copy = v["copies"]
+            .as_array()?
+            .iter()
+            .find(|c| c["node"].as_str() == Some(old.as_str()))?
+            .clone();
+        (copy["role"].as_str() == Some("replica") && copy["epoch"].as_u64() >= Some(epoch1))
+            .then_some(())
+    });
+    let found = bed.found_writes(0);
+    let v = check_history(&attempts, &found);
+    report("minority", &attempts, &v);
+    eprintln!(
+        "minority: fenced after {:.2} s, new master {new}@{epoch1} after {:.2} s, all served {:.2} s after the heal, stashes {:?}",
+        fenced.as_secs_f64(),
+        promoted.as_secs_f64(),
+        served.as_secs_f64(),
+        bed.stashes(0)
+    );
+    assert!(
+        v.split_epochs.is_empty(),
+        "an epoch with two masters: {v:?}"
+    );
+    assert!(
+        v.holes.is_empty(),
+        "writes lost before surviving ones: {v:?}"
+    );
+    assert!(
+        v.lost.is_empty(),
+        "no node died, so every acknowledged write is on the master or in a stash: {v:?}"
+    );
+    let (_, last_old) = claim(&v, epoch0).expect("the old master took writes");
+    let (first_new, _) = claim(&v, epoch1).expect("the new master took writes");
+    assert!(
+        last_old < first_new,
+        "the old master acknowledged a write after the new one began: {v:?}"
+    );
+}
+
+#[test]
+fn with_the_quorum_guard_off_both_sides_serve_a_split_and_the_heal_stashes_the_divergence() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !can_run("no_guard") {
+        return;
+    }
+    let bed = Bed::start("fo-noguard", 5, &["--quorum-guard", "off"]);
+    bed.create_history_site(3);
+    let load = Load::start(&bed, 3, 5000, Duration::from_secs(240));
+    sleep(Duration::from_secs(3));
+    let all: Vec<usize> = (0..5).collect();
+    let (old, epoch0) = bed.wait_served(&all, Duration::from_secs(10));
+    let m = (0..5)
+        .find(|&k| name(k) == old)
+        .expect("the master is a host");
+    let other = (0..5).find(|&k| k != m).expect("another host");
+    let minority = [m, other];
+    let majority: Vec<usize> = all
+        .iter()
+        .copied()
+        .filter(|k| !minority.contains(k))
+        .collect();
+
+    bed.net.partition(&[&minority, &majority]);
+    // The majority elects its own master; the minority keeps serving.
+    let (new, epoch1) = wait_new_master(&bed, &majority, &old, epoch0, Duration::from_secs(20));
+    for &k in &minority {
+        let (status, body) = bed.get(k, "/");
+        assert_eq!(
+            (status, parse_claim(&body)),
+            (200, Some((old.clone(), epoch0))),
+            "{} during the split",
+            name(k)
+        );
+    }
+    sleep(Duration::from_secs(3));
+
+    bed.net.heal();
+    // One master again, the higher claim.
+    let after = bed.wait_served(&all, Duration::from_secs(30));
+    assert_eq!(after, (new.clone(), epoch1), "after the heal");
+    sleep(Duration::from_secs(1));
+    let attempts = load.finish();
+    // The old master's writes during the split are kept in a stash.
+    let stashes = wait_for("a stash of the divergence", Duration::from_secs(30), || {
+        let s = bed.stashes(0);
+        (!s.is_empty()).then_some(s)
+    });
+    let found = bed.found_writes(0);
+    let v = check_history(&attempts, &found);
+    report("no_guard", &attempts, &v);
+    eprintln!("no_guard: stashes {stashes:?}");
+    assert!(
+        stashes.iter().any(|(node, _)| *node == old),
+        "the old master's stash is listed: {stashes:?}"
+    );
+    let (_, last_old) = claim(&v, epoch0).expect("the old master took writes");
+    let (first_new, _) = claim(&v, epoch1).expect("the new master took writes");
+    assert!(
+        first_new < last_old,
+        "both sides acknowledged writes during the split: {v:?}"
+    );
+    assert!(
+        v.split_epochs.is_empty(),
+        "an epoch with two masters: {v:?}"
+    );
+    assert!(v.holes.is_empty(), "{v:?}");
+    assert!(v.lost.is_empty(), "nothing is destroyed: {v:?}");
+}
+
+/// A small deterministic generator for the fault schedule.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n as u64) as usize
+    }
+}
+
+#[test]
+fn fifty_rounds_of_kills_restarts_and_partitions_under_load_lose_nothing_beyond_the_rpo() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !can_run("rounds") {
+        return;
+    }
+    let rounds: usize = std::env::var("RINGHOST_FAULT_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50);
+    let seed: u64 = std::env::var("RINGHOST_FAULT_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(7);
+    let mut rng = Rng(seed.max(1));
+    let mut bed = Bed::start("fo-rounds", 5, &[]);
+    bed.create_history_site(3);
+    let load = Load::start(&bed, 3, 100_000, Duration::from_secs(1200));
+    let all: Vec<usize> = (0..5).collect();
+    let mut recoveries: Vec<f64> = Vec::new();
+    let (mut kills, mut partitions) = (0, 0);
+    for round in 0..rounds {
+        let master = bed.master_host(0).unwrap_or(0);
+        // Half the faults hit the master.
+        let target = if rng.below(2) == 0 {
+            master
+        } else {
+            rng.below(5)
+        };
+        // Short faults heal before anyone notices; long ones fail over.
+        let hold = Duration::from_millis(2000 + 1000 * rng.below(6) as u64);
+        if rng.below(2) == 0 {
+            kills += 1;
+            bed.kill(target);
+            sleep(hold);
+            bed.restart(target);
+        } else {
+            partitions += 1;
+            // A minority of one or two hosts, the target among them.
+            let mut minority = vec![target];
+            if rng.below(2) == 0 {
+                minority.push((target + 1 + rng.below(4)) % 5);
+            }
+            let majority: Vec<usize> = all
+                .iter()
+                .copied()
+                .filter(|k| !minority.contains(k))
+                .collect();
+            bed.net.partition(&[&minority, &majority]);
+            sleep(hold);
+            bed.net.heal();
+        }
+        let healed = Instant::now();
+        bed.wait_alive(&all, Duration::from_secs(30));
+        let (who, epoch) = bed.wait_served(&all, Duration::from_secs(30));
+        let took = healed.elapsed().as_secs_f64();
+        recoveries.push(took);
+        eprintln!("round {round}: {who}@{epoch} serves every node {took:.2} s after the heal");
+    }
+    sleep(Duration::from_secs(2));
+    let attempts = load.finish();
+    // Every copy settles: the history on the master is final.
+    sleep(Duration::from_secs(3));
+    let found = bed.found_writes(0);
+    let v = check_history(&attempts, &found);
+    recoveries.sort_by(f64::total_cmp);
+    eprintln!(
+        "rounds: {rounds} rounds (seed {seed}): {kills} kill -9 + restart, {partitions} partitions; served again after each heal: median {:.2} s, max {:.2} s",
+        recoveries[recoveries.len() / 2],
+        recoveries.last().copied().unwrap_or_default()
+    );
+    report("rounds", &attempts, &v);
+    assert!(
+        v.claims.len() > 1,
+        "the faults caused no failover at all: {v:?}"
+    );
+    assert!(
+        v.split_epochs.is_empty(),
+        "an epoch with two masters: {v:?}"
+    );
+    assert!(
+        v.holes.is_empty(),
+        "writes lost before surviving ones: {v:?}"
+    );
+    assert!(
+        v.lost.is_empty(),
+        "every killed node came back with its disk: nothing acknowledged may be missing: {v:?}"
+    );
+}
