@@ -25,7 +25,8 @@ use crate::http::{
 };
 use crate::pool::{IO_BUF, Upstream, UpstreamKey};
 use crate::routes::{Backend, Resolved, Target};
-use crate::server::{ConnectError, GateDecision, Proxy};
+use crate::gate::{InFlight, Pass};
+use crate::server::{ConnectError, Proxy};
 use crate::tunnel::{Protocol, TunnelHeader};
 
 /// The initial head buffer; it grows up to the head limit when needed.
@@ -45,6 +46,8 @@ struct Client<R, W> {
     /// This connection's tunnel to a remote master, kept for the next
     /// request to the same site (a tunnel carries one client's requests).
     tunnel: Option<(UpstreamKey, Upstream)>,
+    /// The site gate's count of the request being served locally.
+    in_flight: Option<InFlight>,
 }
 
 enum Next {
@@ -76,6 +79,7 @@ pub(crate) async fn serve_connection<R, W>(
         peer,
         tunnel_site,
         tunnel: None,
+        in_flight: None,
     };
     let mut first = true;
     loop {
@@ -190,7 +194,16 @@ where
             Target::Remote { node } => {
                 if self.tunnel_site.is_some() {
                     // The ingress thought this node was master; it is not
-                    // (any more). One hop only: the client retries.
+                    // (any more). If the site just moved from here, the new
+                    // master takes it (the ingress's view is behind);
+                    // otherwise one hop only: the client retries.
+                    if let Some(to) = proxy.gates().redirected(site) {
+                        let key = UpstreamKey::Tunnel {
+                            node: to,
+                            site: site.to_owned(),
+                        };
+                        return self.forward(proxy, head, key).await;
+                    }
                     return self.unavailable(&head, 1).await;
                 }
                 let key = UpstreamKey::Tunnel {
@@ -207,16 +220,26 @@ where
                         .answer(&head, 421, &[], format!("this stream is for site '{ts}'\n"))
                         .await;
                 }
+                let backend = backend.clone();
                 match proxy.gate(site).await {
-                    GateDecision::Open => {}
-                }
-                match backend {
-                    Backend::Tcp(addr) => self.forward(proxy, head, UpstreamKey::Tcp(*addr)).await,
-                    Backend::Static(root) => {
-                        let root = root.clone();
-                        self.serve_static(&root, head).await
+                    Pass::Open(in_flight) => self.in_flight = Some(in_flight),
+                    Pass::Redirect(node) => {
+                        // The site moved to `node` while this request was
+                        // held (or after): it goes there.
+                        let key = UpstreamKey::Tunnel {
+                            node,
+                            site: site.to_owned(),
+                        };
+                        return self.forward(proxy, head, key).await;
                     }
+                    Pass::Refused => return self.unavailable(&head, 1).await,
                 }
+                let next = match backend {
+                    Backend::Tcp(addr) => self.forward(proxy, head, UpstreamKey::Tcp(addr)).await,
+                    Backend::Static(root) => self.serve_static(&root, head).await,
+                };
+                self.in_flight = None;
+                next
             }
         }
     }
@@ -535,7 +558,20 @@ where
             }
             up.buf.clear();
         }
-        crate::server::splice(&mut self.r, &mut self.w, &mut up.r, &mut up.w).await;
+        let splice = crate::server::splice(&mut self.r, &mut self.w, &mut up.r, &mut up.w);
+        match self.in_flight.as_mut() {
+            // A migration's drain timeout closes an upgraded connection
+            // (a WebSocket) rather than let it hold the pause open.
+            Some(g) => {
+                tokio::select! {
+                    () = splice => {}
+                    () = g.closing() => {
+                        debug!(client = %self.peer, "upgraded connection closed for a site migration");
+                    }
+                }
+            }
+            None => splice.await,
+        }
     }
 }
 

@@ -15,6 +15,7 @@
 //! giving up, so a client cannot make the proxy buffer without limit.
 
 pub mod chunked;
+pub mod gate;
 mod h1;
 pub mod host;
 pub mod http;
@@ -29,6 +30,7 @@ pub mod testing;
 pub mod tls;
 pub mod tunnel;
 
+pub use gate::{GateLimits, Gates, InFlight, Pass};
 pub use routes::{Backend, Resolved, Routes, Target};
 pub use server::{Proxy, ProxyConfig};
 pub use tunnel::{BoxFuture, BoxRead, BoxWrite, Protocol, TunnelHeader, Tunnels};

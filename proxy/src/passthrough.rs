@@ -10,7 +10,8 @@ use tokio::net::TcpStream;
 use tokio::time::timeout_at;
 use tracing::{debug, info};
 
-use crate::server::{GateDecision, Proxy, TlsRoute, splice};
+use crate::gate::Pass;
+use crate::server::{Proxy, TlsRoute, splice};
 use crate::tls::{DEFAULT_MAX_HELLO_LEN, parse_client_hello};
 use crate::tunnel::{Protocol, TunnelHeader};
 
@@ -47,7 +48,7 @@ pub(crate) async fn serve_tls(proxy: &Proxy, mut stream: TcpStream, peer: Socket
             info!(client = %peer, %sni, why, "TLS connection closed");
         }
         TlsRoute::Local { site, addr } => {
-            local(proxy, &site, addr, &buf, &mut r, &mut w).await;
+            local(proxy, &site, addr, peer, &buf, &mut r, &mut w).await;
         }
         TlsRoute::Remote { site, node } => {
             let header = TunnelHeader {
@@ -76,7 +77,7 @@ where
 {
     match proxy.tls_route_site(&header.site) {
         TlsRoute::Local { site, addr } => {
-            local(proxy, &site, addr, &[], &mut r, &mut w).await;
+            local(proxy, &site, addr, header.client_addr, &[], &mut r, &mut w).await;
         }
         other => {
             info!(site = %header.site, route = ?other, "tunneled TLS connection for a site not served here closed");
@@ -88,6 +89,7 @@ async fn local<R, W>(
     proxy: &Proxy,
     site: &str,
     addr: SocketAddr,
+    peer: SocketAddr,
     hello: &[u8],
     r: &mut R,
     w: &mut W,
@@ -95,9 +97,27 @@ async fn local<R, W>(
     R: AsyncRead + Unpin + ?Sized,
     W: AsyncWrite + Unpin + ?Sized,
 {
-    match proxy.gate(site).await {
-        GateDecision::Open => {}
-    }
+    let mut in_flight = match proxy.gate(site).await {
+        Pass::Open(g) => g,
+        Pass::Redirect(node) => {
+            // The site moved while this connection was held: pass it on.
+            let header = TunnelHeader {
+                site: site.to_owned(),
+                protocol: Protocol::Tls,
+                client_addr: peer,
+            };
+            match proxy.open_tunnel(&node, header).await {
+                Ok((mut tr, mut tw)) => {
+                    if hello.is_empty() || tw.write_all(hello).await.is_ok() {
+                        splice(r, w, &mut tr, &mut tw).await;
+                    }
+                }
+                Err(e) => debug!(site, %node, error = ?e, "tunnel to the new master failed"),
+            }
+            return;
+        }
+        Pass::Refused => return,
+    };
     let connect = tokio::time::timeout(proxy.config().connect_timeout, TcpStream::connect(addr));
     let mut backend = match connect.await {
         Ok(Ok(s)) => s,
@@ -111,5 +131,10 @@ async fn local<R, W>(
     if !hello.is_empty() && bw.write_all(hello).await.is_err() {
         return;
     }
-    splice(r, w, &mut br, &mut bw).await;
+    // A migration's drain timeout closes the connection rather than let
+    // it hold the pause open.
+    tokio::select! {
+        () = splice(r, w, &mut br, &mut bw) => {}
+        () = in_flight.closing() => debug!(site, "TLS connection closed for a site migration"),
+    }
 }

@@ -46,6 +46,8 @@ pub struct ProxyConfig {
     /// Kept-alive backend connections per backend address.
     pub pool_max_idle: usize,
     pub pool_idle_timeout: Duration,
+    /// Bounds of a paused site gate (live migration).
+    pub gate: crate::gate::GateLimits,
 }
 
 impl Default for ProxyConfig {
@@ -59,6 +61,7 @@ impl Default for ProxyConfig {
             io_timeout: Duration::from_secs(120),
             pool_max_idle: 256,
             pool_idle_timeout: Duration::from_secs(30),
+            gate: crate::gate::GateLimits::default(),
         }
     }
 }
@@ -75,6 +78,7 @@ pub(crate) struct Inner {
     routes: watch::Receiver<Arc<Routes>>,
     pub tunnels: Arc<dyn Tunnels>,
     pub pool: Pool,
+    pub gates: crate::gate::Gates,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -93,8 +97,10 @@ impl Proxy {
         tunnels: Arc<dyn Tunnels>,
     ) -> Proxy {
         let pool = Pool::new(config.pool_max_idle, config.pool_idle_timeout);
+        let gates = crate::gate::Gates::new(config.gate);
         Proxy {
             inner: Arc::new(Inner {
+                gates,
                 config,
                 routes,
                 tunnels,
@@ -105,6 +111,11 @@ impl Proxy {
 
     pub fn config(&self) -> &ProxyConfig {
         &self.inner.config
+    }
+
+    /// The per-site gates: pause, drain, redirect (live migration).
+    pub fn gates(&self) -> &crate::gate::Gates {
+        &self.inner.gates
     }
 
     /// The latest routing snapshot.
@@ -185,18 +196,14 @@ impl Proxy {
         }
     }
 
-    /// THE PER-SITE GATE (migration hook). Every HTTP request and every TLS
-    /// connection that this node serves as the site's master passes here
-    /// first, whether it arrived directly or through a tunnel, just before
-    /// it reaches the site's backend.
-    ///
-    /// Today the gate is always open. Live migration will make it hold new
-    /// work while paused (bounded by a timeout), count in-flight work so
-    /// the pause can wait for it to finish, and send queued work to the new
-    /// master on redirect. Keep this the only way to the local backend.
-    pub(crate) async fn gate(&self, site: &str) -> GateDecision {
-        let _ = site;
-        GateDecision::Open
+    /// THE PER-SITE GATE. Every HTTP request and every TLS connection that
+    /// this node serves as the site's master passes here first, whether it
+    /// arrived directly or through a tunnel, just before it reaches the
+    /// site's backend: open (counted in flight), paused (queued, bounded)
+    /// or redirected to the site's new master ([`crate::gate`]). Keep this
+    /// the only way to the local backend.
+    pub(crate) async fn gate(&self, site: &str) -> crate::gate::Pass {
+        self.inner.gates.pass(site).await
     }
 
     /// A backend connection: from the pool, or a new one.
@@ -264,11 +271,6 @@ impl Proxy {
             Some(Target::Unavailable { .. }) => TlsRoute::Refuse("site's master unknown"),
         }
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum GateDecision {
-    Open,
 }
 
 #[derive(Debug)]
