@@ -151,6 +151,33 @@ pub enum Event {
     /// Delete a site everywhere.
     Delete(SiteName),
     Done(SiteName, Outcome),
+    /// Live migration, on the master: snapshot the site as soon as the
+    /// copy is free, without waiting for the snapshot interval.
+    Flush(SiteName),
+    /// Live migration, on the target: keep a copy of the site (pull one if
+    /// there is none) even where placement does not want it. `Unpin` ends
+    /// that (the copy stays; nothing is destroyed).
+    Pin(SiteName),
+    Unpin(SiteName),
+    /// Live migration, on the target: become master of `site` at `epoch`
+    /// (the old master's plus one) once the copy holds `head`, pulling it
+    /// from `from` if it does not yet; given up at `until`.
+    TakeOver {
+        site: SiteName,
+        from: NodeName,
+        epoch: Epoch,
+        head: Head,
+        until: Time,
+    },
+}
+
+/// A migration's hand-over that a replica waits to complete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct TakeOver {
+    from: NodeName,
+    epoch: Epoch,
+    head: Head,
+    until: Time,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -201,6 +228,10 @@ struct Copy {
     /// counts (and is published) as a replica; `Demote` follows as soon as
     /// the action ends.
     demote_pending: bool,
+    /// Snapshot as soon as the copy is free (`Event::Flush`).
+    flush: bool,
+    /// A migration's hand-over to this copy (`Event::TakeOver`).
+    takeover: Option<TakeOver>,
 }
 
 impl Copy {
@@ -329,6 +360,9 @@ pub struct Node {
     view: View,
     copies: BTreeMap<SiteName, Copy>,
     tombstones: BTreeMap<SiteName, u64>,
+    /// Sites this node keeps a copy of regardless of placement
+    /// (`Event::Pin`: a migration's target).
+    pinned: BTreeSet<SiteName>,
     published: BTreeMap<String, String>,
     actions: VecDeque<Action>,
 }
@@ -344,6 +378,7 @@ impl Node {
             view: View::default(),
             copies: BTreeMap::new(),
             tombstones: BTreeMap::new(),
+            pinned: BTreeSet::new(),
             published: BTreeMap::new(),
             actions: VecDeque::new(),
         }
@@ -379,6 +414,8 @@ impl Node {
                             failures: 0,
                             retry_at: now,
                             demote_pending: false,
+                        flush: false,
+                        takeover: None,
                         },
                     );
                 }
@@ -420,6 +457,8 @@ impl Node {
                         failures: 0,
                         retry_at: now,
                         demote_pending: false,
+                        flush: false,
+                        takeover: None,
                     },
                 );
                 self.actions.push_back(Action::Create { site, spec });
@@ -435,6 +474,39 @@ impl Node {
                 }
             }
             Event::Done(site, outcome) => self.done(site, outcome),
+            Event::Flush(site) => {
+                if let Some(c) = self.copies.get_mut(&site)
+                    && c.role == Role::Master
+                {
+                    c.dirty = true;
+                    c.flush = true;
+                }
+            }
+            Event::Pin(site) => {
+                self.pinned.insert(site);
+            }
+            Event::Unpin(site) => {
+                self.pinned.remove(&site);
+            }
+            Event::TakeOver {
+                site,
+                from,
+                epoch,
+                head,
+                until,
+            } => {
+                if let Some(c) = self.copies.get_mut(&site)
+                    && c.role == Role::Replica
+                    && epoch > c.epoch
+                {
+                    c.takeover = Some(TakeOver {
+                        from,
+                        epoch,
+                        head,
+                        until,
+                    });
+                }
+            }
         }
         if self.started {
             self.plan();
@@ -683,7 +755,7 @@ impl Node {
                 .map(|(n, m)| (n, m.zone.as_ref()))
                 .collect::<Vec<_>>();
             let wanted = placement(site, live, usize::from(spec.replicas.max(1)));
-            if master != me && wanted.contains(&me) {
+            if master != me && (wanted.contains(&me) || self.pinned.contains(site)) {
                 self.copies.insert(
                     site.clone(),
                     Copy {
@@ -697,6 +769,8 @@ impl Node {
                         failures: 0,
                         retry_at: now,
                         demote_pending: false,
+                        flush: false,
+                        takeover: None,
                     },
                 );
                 self.actions.push_back(Action::Pull {
@@ -749,7 +823,8 @@ impl Node {
                 .push_back(Action::Destroy { site: site.clone() });
             return;
         }
-        let snapshot_due = c.dirty && now >= c.last_snapshot.plus(self.cfg.snapshot_interval);
+        let snapshot_due =
+            c.dirty && (c.flush || now >= c.last_snapshot.plus(self.cfg.snapshot_interval));
         match c.role {
             Role::Master => {
                 if snapshot_due {
@@ -757,9 +832,41 @@ impl Node {
                     let c = self.copies.get_mut(site).expect("checked above");
                     c.busy = true;
                     c.dirty = false;
+                    c.flush = false;
                     self.actions.push_back(Action::Snapshot {
                         site: site.clone(),
                         seq,
+                    });
+                }
+            }
+            Role::Replica if c.takeover.is_some() => {
+                // A migration hands the site over: catch up with the old
+                // master's final snapshot, then claim the next epoch, with
+                // no election (the old master is paused, waiting for it).
+                let t = c.takeover.clone().expect("checked above");
+                let fenced = sv.holders.iter().any(|h| h.copy.epoch >= t.epoch);
+                let c = self.copies.get_mut(site).expect("checked above");
+                if now > t.until || fenced || c.epoch >= t.epoch {
+                    c.takeover = None;
+                } else if c.head() == Some(t.head) {
+                    c.takeover = None;
+                    c.role = Role::Master;
+                    c.epoch = t.epoch;
+                    c.busy = true;
+                    self.actions.push_back(Action::Promote {
+                        site: site.clone(),
+                        epoch: t.epoch,
+                    });
+                    self.actions.push_back(Action::Persist {
+                        site: site.clone(),
+                        role: Role::Master,
+                        epoch: t.epoch,
+                    });
+                } else {
+                    c.busy = true;
+                    self.actions.push_back(Action::Pull {
+                        site: site.clone(),
+                        from: t.from,
                     });
                 }
             }
@@ -1345,5 +1452,152 @@ mod tests {
         a.handle(Time(6000), Event::View(w));
         assert!(drain(&mut a).contains(&Action::Demote { site: s("blog") }));
         assert_eq!(a.copy(&s("blog")).map(|c| c.1), Some(Epoch(2)));
+    }
+
+    fn one_copy_view() -> View {
+        let mut v = View::default();
+        v.members.insert(
+            n("a"),
+            member(
+                true,
+                vec![
+                    SiteKey::Copy(s("blog"), copy_key(Role::Master, 1, 5)),
+                    SiteKey::Spec(s("blog"), spec("blog", 1)),
+                ],
+            ),
+        );
+        v.members.insert(n("b"), member(true, vec![]));
+        v.members.insert(n("c"), member(true, vec![]));
+        v
+    }
+
+    #[test]
+    fn a_migration_target_pins_a_copy_catches_up_and_takes_over_at_the_next_epoch() {
+        let mut b = started("b", vec![]);
+        b.handle(Time(1), Event::View(one_copy_view()));
+        assert!(drain(&mut b).is_empty(), "placement wants one copy only");
+        b.handle(Time(2), Event::Pin(s("blog")));
+        let pull = Action::Pull {
+            site: s("blog"),
+            from: n("a"),
+        };
+        assert_eq!(drain(&mut b), vec![pull.clone()]);
+        b.handle(
+            Time(3),
+            Event::Done(s("blog"), Outcome::Pulled(Ok(vec![head(1), head(5)]))),
+        );
+        drain(&mut b);
+        // The old master's final snapshot is 6: pulled from it, then the
+        // claim of epoch 2 at once (no election, no settle time).
+        b.handle(
+            Time(4),
+            Event::TakeOver {
+                site: s("blog"),
+                from: n("a"),
+                epoch: Epoch(2),
+                head: head(6),
+                until: Time(10_000),
+            },
+        );
+        assert_eq!(drain(&mut b), vec![pull]);
+        b.handle(
+            Time(5),
+            Event::Done(
+                s("blog"),
+                Outcome::Pulled(Ok(vec![head(1), head(5), head(6)])),
+            ),
+        );
+        let acts = drain(&mut b);
+        assert!(
+            acts.contains(&Action::Promote {
+                site: s("blog"),
+                epoch: Epoch(2)
+            }),
+            "{acts:?}"
+        );
+        assert_eq!(
+            b.copy(&s("blog")).map(|c| (c.0, c.1)),
+            Some((Role::Master, Epoch(2)))
+        );
+    }
+
+    #[test]
+    fn a_takeover_past_its_deadline_or_fenced_is_dropped() {
+        for (until, fence) in [(Time(4), 1), (Time(10_000), 2)] {
+            let mut b = started(
+                "b",
+                vec![LocalCopy {
+                    site: s("blog"),
+                    role: Role::Replica,
+                    epoch: Epoch(1),
+                    chain: vec![head(1), head(5)],
+                    spec: Some(spec("blog", 1)),
+                }],
+            );
+            b.handle(Time(1), Event::View(one_copy_view()));
+            drain(&mut b);
+            b.handle(
+                Time(4),
+                Event::TakeOver {
+                    site: s("blog"),
+                    from: n("a"),
+                    epoch: Epoch(2),
+                    head: head(6),
+                    until,
+                },
+            );
+            assert_eq!(drain(&mut b).len(), 1, "the pull of the final snapshot");
+            if fence > 1 {
+                // Meanwhile another node claimed epoch 2 (a failover).
+                let mut v = one_copy_view();
+                v.members.get_mut(&n("c")).expect("c").keys =
+                    vec![SiteKey::Copy(s("blog"), copy_key(Role::Master, fence, 5))];
+                b.handle(Time(5), Event::View(v));
+            }
+            b.handle(
+                Time(50),
+                Event::Done(
+                    s("blog"),
+                    Outcome::Pulled(Ok(vec![head(1), head(5), head(6)])),
+                ),
+            );
+            let acts = drain(&mut b);
+            assert!(
+                !acts.iter().any(|a| matches!(a, Action::Promote { .. })),
+                "until {until:?}, fence {fence}: {acts:?}"
+            );
+            assert_eq!(b.copy(&s("blog")).map(|c| c.0), Some(Role::Replica));
+        }
+    }
+
+    #[test]
+    fn flush_snapshots_a_master_without_waiting_for_the_interval() {
+        let mut a = started(
+            "a",
+            vec![LocalCopy {
+                site: s("blog"),
+                role: Role::Master,
+                epoch: Epoch(1),
+                chain: vec![head(1)],
+                spec: Some(spec("blog", 1)),
+            }],
+        );
+        a.handle(Time(1), Event::View(one_copy_view()));
+        drain(&mut a);
+        a.handle(Time(10), Event::Written(s("blog")));
+        assert!(
+            !drain(&mut a)
+                .iter()
+                .any(|x| matches!(x, Action::Snapshot { .. })),
+            "a write waits for the interval"
+        );
+        a.handle(Time(20), Event::Flush(s("blog")));
+        assert_eq!(
+            drain(&mut a),
+            vec![Action::Snapshot {
+                site: s("blog"),
+                seq: 2
+            }]
+        );
     }
 }
