@@ -37,3 +37,5 @@ CARGO_TARGET_DIR="$PWD/target/fuzz" timeout 900 proxy/fuzz/run.sh "${RINGHOST_FU
 
 step "benchmarks"
 timeout 600 cargo bench --locked --bench membership
+# Failover on five namespace hosts: kill -9 of the master, 10 trials.
+timeout 900 cargo bench --locked --bench failover

@@ -157,6 +157,12 @@ async fn handle(
             crate::site_api::push(&sites, name, req.into_body()).await
         }
         (Method::DELETE, ["v1", "sites", name]) => crate::site_api::delete(&sites, name).await,
+        (Method::POST, ["v1", "sites", name, "migrate"]) => {
+            crate::migrate::admin_start(&sites, name, req.into_body()).await
+        }
+        (Method::GET, ["v1", "sites", name, "migration"]) => {
+            crate::migrate::admin_log(&sites, name)
+        }
         (m, _) => error(
             StatusCode::NOT_FOUND,
             format!("no such admin route: {m} {path}"),

@@ -121,6 +121,29 @@ pub enum SiteCommand {
         #[command(flatten)]
         target: DataDirArg,
     },
+    /// Move a serving site to another node, its requests paused, not failed.
+    ///
+    /// Pre-copies the site to NODE while it serves, until a round's delta is
+    /// at most 1 MiB (8 rounds at most); then the site's gate on its master
+    /// holds new requests and connections in a bounded queue while those in
+    /// flight finish (at most 5 s; then WebSockets and TLS streams still
+    /// open are closed), the site's command stops, the final snapshot goes
+    /// to NODE, NODE claims the next epoch and serves, and the queue is
+    /// released to it in order. If the hand-over fails, the site resumes on
+    /// its master with nothing lost. Works from any node; prints each phase
+    /// and a report (pause, final delta, pre-copy rounds, total time).
+    #[command(after_help = EXIT_CODES)]
+    Migrate {
+        name: String,
+        /// The node to move the site to.
+        #[arg(long, value_name = "NODE")]
+        to: String,
+        #[command(flatten)]
+        target: DataDirArg,
+        /// Print one JSON event per line instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Delete a site and every copy of it (stashes are kept).
     #[command(after_help = EXIT_CODES)]
     Delete {

@@ -243,6 +243,7 @@ async fn serve(
             return Err(e).code(EXIT_RUNTIME);
         }
     };
+    let _ = sites.proxy.set(serving.proxy.clone());
     let mut incoming = gossip.incoming_streams();
     let stream_sites = sites.clone();
     let stream_proxy = serving.proxy.clone();

@@ -5,6 +5,7 @@ mod admin;
 mod cli;
 mod config;
 mod daemon;
+mod migrate;
 mod push;
 mod rpc;
 mod serving;

@@ -12,7 +12,7 @@
 //! (`serving::dispatch_stream`).
 
 use anyhow::{Context, bail};
-use model::{SiteName, SiteSpec};
+use model::{NodeName, SiteName, SiteSpec};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -39,6 +39,35 @@ pub enum Request {
     /// "Send me the end of `site`'s runtime log." Answer: [`Reply`], then
     /// the log's bytes until the stream ends.
     Log { site: SiteName },
+    /// Live migration, to the site's master: "move `site` to `to`".
+    /// Answer: [`crate::migrate::Progress`] frames until the last one.
+    Migrate { site: SiteName, to: NodeName },
+    /// Live migration, to the target: "keep a copy of `site`" (`unpin`:
+    /// stop wanting it). Answer: [`Reply`].
+    MigratePin { site: SiteName, unpin: bool },
+    /// Live migration, to the target: "where is your copy of `site`?"
+    /// Answer: [`CopyReply`].
+    MigrateStatus { site: SiteName },
+    /// Live migration, to the target: "catch up with snapshot `guid`
+    /// (`seq`) from me, then become master at `epoch` and serve"; given up
+    /// after `within_ms`. Answer: [`Reply`] once the target serves.
+    MigrateTakeOver {
+        site: SiteName,
+        epoch: u64,
+        seq: u64,
+        guid: String,
+        within_ms: u64,
+    },
+}
+
+/// A copy's state, as [`Request::MigrateStatus`] answers it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CopyReply {
+    /// "master", "replica", "diverged", or null without a copy.
+    pub role: Option<String>,
+    pub epoch: u64,
+    pub seq: Option<u64>,
+    pub guid: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]

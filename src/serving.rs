@@ -244,6 +244,7 @@ impl Serving {
             runtimes: BTreeMap::new(),
             mounts: HashMap::new(),
             wake: Arc::new(Notify::new()),
+            frozen_at: HashMap::new(),
             snapshot_interval,
             quorum_guard,
             polling: None,
@@ -309,6 +310,9 @@ struct Manager {
     mounts: HashMap<SiteName, PathBuf>,
     /// Woken when a runtime changes state.
     wake: Arc<Notify>,
+    /// A frozen site's last command address (HTTP, TLS) while a migration
+    /// holds it.
+    frozen_at: HashMap<SiteName, (SocketAddr, SocketAddr)>,
     snapshot_interval: Duration,
     /// Serve only while a strict majority of the known members is alive.
     quorum_guard: bool,
@@ -351,6 +355,7 @@ pub fn current_specs(view: &View) -> BTreeMap<SiteName, SiteSpec> {
 impl Manager {
     async fn run(mut self, mut stop: tokio::sync::oneshot::Receiver<()>) {
         let mut view_rx = self.sites.gossip.view();
+        let wake_serving = self.sites.wake_serving.clone();
         let mut pushed = PUSHED.subscribe();
         let mut tick = tokio::time::interval(self.snapshot_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -360,6 +365,7 @@ impl Manager {
             tokio::select! {
                 changed = view_rx.changed() => if changed.is_err() { break },
                 _ = self.wake.notified() => {}
+                _ = wake_serving.notified() => {}
                 p = pushed.recv() => match p {
                     Ok(site) => self.restart(&site).await,
                     Err(broadcast::error::RecvError::Lagged(_)) => {}
@@ -417,6 +423,13 @@ impl Manager {
         if fenced {
             keep.extend(self.runtimes.keys().cloned());
         }
+        // Sites a live migration holds: their commands stay stopped.
+        let frozen: BTreeMap<SiteName, bool> = self
+            .sites
+            .frozen
+            .lock()
+            .expect("frozen lock is never poisoned")
+            .clone();
         for (site, spec) in &specs {
             let master = if fenced {
                 None
@@ -424,6 +437,46 @@ impl Manager {
                 model::serving_master(view, site)
             };
             let target = match master {
+                Some((node, _)) if node == self.me && frozen.contains_key(site) => {
+                    // The route stays local, to the stopped command's
+                    // address: the site's gate holds the requests.
+                    let last = self
+                        .runtimes
+                        .get(site)
+                        .map(|r| (r.rt.addr(), r.tls))
+                        .or_else(|| self.frozen_at.get(site).copied());
+                    if self.runtimes.contains_key(site) {
+                        info!(%site, "stopping the site's command for a migration");
+                        self.stop_runtime(site, true).await;
+                    }
+                    if let Some(l) = last {
+                        self.frozen_at.insert(site.clone(), l);
+                    }
+                    self.sites
+                        .frozen
+                        .lock()
+                        .expect("frozen lock is never poisoned")
+                        .insert(site.clone(), true);
+                    match (last, &spec.runtime) {
+                        (Some((addr, tls)), _) => Target::Local {
+                            backend: Backend::Tcp(addr),
+                            tls: Some(tls),
+                        },
+                        (None, Runtime::Static) => match self.mount(site).await {
+                            Some(dir) => Target::Local {
+                                backend: Backend::Static(dir),
+                                tls: None,
+                            },
+                            None => unavailable.clone(),
+                        },
+                        (None, _) => unavailable.clone(),
+                    }
+                }
+                // Claimed, but the promotion (writable, remounted) has
+                // not finished: nothing may touch the copy yet.
+                Some((node, _)) if node == self.me && !self.sites.is_ready(site) => {
+                    unavailable.clone()
+                }
                 Some((node, epoch)) if node == self.me => match &spec.runtime {
                     Runtime::Static => match self.mount(site).await {
                         Some(dir) => Target::Local {
@@ -459,6 +512,7 @@ impl Manager {
             self.stop_runtime(&site, false).await;
         }
         self.mounts.retain(|s, _| specs.contains_key(s));
+        self.frozen_at.retain(|s, _| frozen.contains_key(s));
         if self.last.as_ref() == Some(&entries) {
             return;
         }

@@ -172,6 +172,12 @@ pub fn run(cmd: SiteCommand) -> Result<(), Fail> {
                 .code(EXIT_RUNTIME)?;
             Ok(())
         }
+        SiteCommand::Migrate {
+            name,
+            to,
+            target,
+            json,
+        } => migrate(&target.data_dir, &name, &to, json),
         SiteCommand::Delete { name, yes, target } => {
             if !yes {
                 return Err(anyhow::anyhow!(
@@ -262,4 +268,103 @@ fn push(data_dir: &Path, name: &str, dir: &Path) -> Result<(), Fail> {
 
 fn b_flush(mut w: std::io::BufWriter<ChunkWriter>) -> std::io::Result<()> {
     std::io::Write::flush(&mut w)
+}
+
+/// `site migrate`: starts the migration, then follows its events.
+fn migrate(data_dir: &Path, name: &str, to: &str, json: bool) -> Result<(), Fail> {
+    use crate::migrate::{Log, Progress};
+    let ask = serde_json::to_vec(&serde_json::json!({ "to": to }))
+        .context("encoding")
+        .code(EXIT_RUNTIME)?;
+    let (code, body) = call_with(
+        data_dir,
+        Method::POST,
+        &format!("/v1/sites/{name}/migrate"),
+        Some("application/json"),
+        ClientBody::bytes(ask),
+    )?;
+    check(code, &body)?;
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    let mut seen = 0;
+    loop {
+        let (code, body) = call(
+            data_dir,
+            Method::GET,
+            &format!("/v1/sites/{name}/migration"),
+        )?;
+        check(code, &body)?;
+        let log: Log = serde_json::from_slice(&body)
+            .context("malformed migration log")
+            .code(EXIT_RUNTIME)?;
+        for ev in &log.events[seen.min(log.events.len())..] {
+            if json {
+                say(&serde_json::to_string(ev).unwrap_or_default());
+                continue;
+            }
+            match ev {
+                Progress::Started {
+                    site,
+                    from,
+                    to,
+                    epoch,
+                } => say(&format!(
+                    "migrating {site} from {from} to {to} (epoch {epoch})"
+                )),
+                Progress::Copied {
+                    round,
+                    bytes,
+                    seq,
+                    ms,
+                } => say(&format!(
+                    "pre-copy round {round}: {:.1} MiB in {:.2} s (snapshot {seq})",
+                    mib(*bytes),
+                    *ms as f64 / 1000.0
+                )),
+                Progress::Paused { in_flight } => {
+                    say(&format!("paused: new requests held, {in_flight} in flight"))
+                }
+                Progress::Drained { ms, all_ended } => say(&format!(
+                    "drained after {ms} ms{}",
+                    if *all_ended {
+                        ""
+                    } else {
+                        " (long-lived connections closed)"
+                    }
+                )),
+                Progress::Stopped { seq, ms } => say(&format!(
+                    "stopped; final snapshot {seq} ({ms} ms into the pause)"
+                )),
+                Progress::HandedOver { final_bytes, ms } => say(&format!(
+                    "handed over: final delta {:.2} MiB; released after a {ms} ms pause",
+                    mib(*final_bytes)
+                )),
+                Progress::Done(r) => say(&format!(
+                    "done: {} now served by {} (epoch {}); pause {:.0} ms, final delta {} bytes, {} pre-copy rounds ({:.1} MiB), total {:.2} s",
+                    r.site,
+                    r.to,
+                    r.epoch,
+                    r.pause_ms,
+                    r.final_delta_bytes,
+                    r.precopy_rounds,
+                    mib(r.precopy_bytes),
+                    r.total_ms / 1000.0
+                )),
+                Progress::Failed { error, resumed_on } => say(&format!(
+                    "failed: {error}; the site serves from {resumed_on}"
+                )),
+            }
+        }
+        seen = log.events.len();
+        if log.done {
+            return match log.events.last() {
+                Some(Progress::Done(_)) => Ok(()),
+                _ => Err(Fail {
+                    code: EXIT_REFUSED,
+                    err: anyhow::anyhow!("migration of '{name}' to '{to}' failed"),
+                }),
+            };
+        }
+        #[allow(clippy::disallowed_methods)] // a client polling its node
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }

@@ -47,6 +47,24 @@ enum Cmd {
         oneshot::Sender<Option<(Role, Epoch, Option<Head>)>>,
     ),
     Done(SiteName, Outcome),
+    /// Snapshot now (a migration's final snapshot); answered like `Written`.
+    Flush(SiteName, oneshot::Sender<Result<Head, String>>),
+    /// Pin, Unpin, or a TakeOver whose deadline is `within` from now.
+    Migration(MigrationEvent),
+}
+
+/// The model events of a live migration, as the driver takes them.
+#[derive(Debug)]
+pub enum MigrationEvent {
+    Pin(SiteName),
+    Unpin(SiteName),
+    TakeOver {
+        site: SiteName,
+        from: NodeName,
+        epoch: Epoch,
+        head: Head,
+        within: Duration,
+    },
 }
 
 /// When each master head was first seen, to tell how far behind a copy is.
@@ -88,6 +106,22 @@ pub struct Sites {
     pub me: NodeName,
     pub lag: Arc<Mutex<LagBook>>,
     pub prune: model::PrunePolicy,
+    /// Bytes of snapshot streams this node served, per site and peer.
+    pub sent: Arc<Mutex<BTreeMap<(SiteName, String), u64>>>,
+    /// The node's proxy, once serving started (live migration uses its
+    /// gates and routes).
+    pub proxy: Arc<std::sync::OnceLock<proxy::Proxy>>,
+    /// Sites a live migration holds on this node (their commands stopped),
+    /// and whether the serving side has stopped them yet.
+    pub frozen: Arc<Mutex<BTreeMap<SiteName, bool>>>,
+    /// Wakes the serving side to look at `frozen` again.
+    pub wake_serving: Arc<tokio::sync::Notify>,
+    /// Master copies ready to serve here: writable and mounted (a promotion
+    /// finished). A claim alone is not enough: serving a copy while its
+    /// promotion remounts it would write beside the dataset.
+    pub serving_ready: Arc<Mutex<std::collections::BTreeSet<SiteName>>>,
+    /// Migrations this node started or relays, by site.
+    pub migrations: Arc<Mutex<BTreeMap<SiteName, crate::migrate::Log>>>,
 }
 
 impl std::fmt::Debug for Sites {
@@ -204,6 +238,18 @@ impl Sites {
             gossip,
             lag: Arc::default(),
             prune,
+            sent: Arc::default(),
+            proxy: Arc::default(),
+            frozen: Arc::default(),
+            wake_serving: Arc::default(),
+            serving_ready: Arc::new(Mutex::new(
+                copies
+                    .iter()
+                    .filter(|c| c.role == Role::Master)
+                    .map(|c| c.site.clone())
+                    .collect(),
+            )),
+            migrations: Arc::default(),
         };
         let mut node = Node::new(cfg);
         #[allow(clippy::disallowed_methods)] // the driver owns the clock
@@ -254,6 +300,42 @@ impl Sites {
         let _ = self.tx.try_send(Cmd::Written(site, tx));
     }
 
+    /// Snapshots the master copy now; resolves with that snapshot.
+    pub async fn flush(&self, site: SiteName) -> Result<Head, String> {
+        self.call(|tx| Cmd::Flush(site, tx)).await?
+    }
+
+    pub async fn migration(&self, ev: MigrationEvent) -> Result<(), String> {
+        self.tx
+            .send(Cmd::Migration(ev))
+            .await
+            .map_err(|_| "the site driver has stopped".to_owned())
+    }
+
+    /// Marks the local master copy of `site` ready (or not) to serve.
+    pub fn ready(&self, site: &SiteName, ready: bool) {
+        {
+            let mut r = self
+                .serving_ready
+                .lock()
+                .expect("ready lock is never poisoned");
+            if ready {
+                r.insert(site.clone());
+            } else {
+                r.remove(site);
+            }
+        }
+        self.wake_serving.notify_one();
+    }
+
+    /// Whether the local master copy of `site` may be served.
+    pub fn is_ready(&self, site: &SiteName) -> bool {
+        self.serving_ready
+            .lock()
+            .expect("ready lock is never poisoned")
+            .contains(site)
+    }
+
     pub async fn delete(&self, site: SiteName) -> Result<(), String> {
         self.tx
             .send(Cmd::Delete(site))
@@ -299,7 +381,7 @@ impl Sites {
         };
         debug!(peer = %peer, ?req, "mesh request");
         let result = match req {
-            Request::Pull { site, have } => self.serve_pull(site, have, &mut s).await,
+            Request::Pull { site, have } => self.serve_pull(site, have, &peer, &mut s).await,
             Request::Chain { site } => {
                 let store = self.store.clone();
                 let chain = blocking(move || store.snapshots(&site))
@@ -325,6 +407,26 @@ impl Sites {
                 rpc::write_frame(&mut s.writer, &reply).await
             }
             Request::Log { site } => crate::serving::serve_log(&site, &mut s).await,
+            Request::Migrate { site, to } => {
+                crate::migrate::serve_migrate(self, site, to, &mut s).await
+            }
+            Request::MigratePin { site, unpin } => {
+                crate::migrate::serve_pin(self, site, unpin, &mut s).await
+            }
+            Request::MigrateStatus { site } => {
+                crate::migrate::serve_status(self, site, &mut s).await
+            }
+            Request::MigrateTakeOver {
+                site,
+                epoch,
+                seq,
+                guid,
+                within_ms,
+            } => {
+                let head = guid.parse().ok().map(|guid| Head { seq, guid });
+                crate::migrate::serve_takeover(self, &peer, site, epoch, head, within_ms, &mut s)
+                    .await
+            }
         };
         if let Err(e) = result {
             debug!(peer = %peer, error = %format!("{e:#}"), "mesh request ended early");
@@ -336,6 +438,7 @@ impl Sites {
         &self,
         site: SiteName,
         have: Vec<String>,
+        peer: &str,
         s: &mut gossip::MeshStream,
     ) -> anyhow::Result<()> {
         let store = self.store.clone();
@@ -383,6 +486,7 @@ impl Sites {
         };
         let from = from.and_then(|g| g.parse().ok()).map(Guid);
         let to = newest.guid;
+        let site_name = site.clone();
         let store = self.store.clone();
         let writer = std::mem::replace(&mut s.writer, Box::new(tokio::io::sink()));
         let mut bridge = tokio_util::io::SyncIoBridge::new(writer);
@@ -406,7 +510,15 @@ impl Sites {
         .await
         .map_err(|e| anyhow::anyhow!("send task failed: {e}"))?;
         match sent {
-            Ok(n) => debug!(bytes = n, "pull served"),
+            Ok(n) => {
+                debug!(bytes = n, "pull served");
+                self.sent
+                    .lock()
+                    .expect("sent lock is never poisoned")
+                    .entry((site_name, peer.to_owned()))
+                    .and_modify(|t| *t += n)
+                    .or_insert(n);
+            }
             Err(e) => warn!(error = %e, "sending a snapshot stream failed"),
         }
         Ok(())
@@ -507,6 +619,31 @@ impl Driver {
                 self.node.handle(now, Event::Written(site));
             }
             Cmd::Delete(site) => self.node.handle(now, Event::Delete(site)),
+            Cmd::Flush(site, reply) => {
+                let w = self.waiters.entry(site.clone()).or_default();
+                w.pending.push((w.issued, reply));
+                self.node.handle(now, Event::Flush(site));
+            }
+            Cmd::Migration(ev) => {
+                let ev = match ev {
+                    MigrationEvent::Pin(site) => Event::Pin(site),
+                    MigrationEvent::Unpin(site) => Event::Unpin(site),
+                    MigrationEvent::TakeOver {
+                        site,
+                        from,
+                        epoch,
+                        head,
+                        within,
+                    } => Event::TakeOver {
+                        site,
+                        from,
+                        epoch,
+                        head,
+                        until: now.plus(within),
+                    },
+                };
+                self.node.handle(now, ev);
+            }
             Cmd::Copy(site, reply) => {
                 let _ = reply.send(self.node.copy(&site));
             }
@@ -583,8 +720,14 @@ impl Driver {
             }
             Action::Create { site, spec } => {
                 info!(%site, "creating site");
+                let sites = self.sites.clone();
                 self.spawn_op(site.clone(), async move {
-                    Outcome::Created(blocking(move || create(&*store, &site, &spec)).await)
+                    let s2 = site.clone();
+                    let r = blocking(move || create(&*store, &s2, &spec)).await;
+                    if r.is_ok() {
+                        sites.ready(&site, true);
+                    }
+                    Outcome::Created(r)
                 });
             }
             Action::Snapshot { site, seq } => {
@@ -644,12 +787,21 @@ impl Driver {
             }
             Action::Promote { site, epoch } => {
                 info!(%site, %epoch, "promoting to master");
+                let sites = self.sites.clone();
                 self.spawn_op(site.clone(), async move {
-                    Outcome::Switched(blocking(move || store.set_writable(&site)).await)
+                    let s2 = site.clone();
+                    let r = blocking(move || store.set_writable(&s2)).await;
+                    if r.is_ok() {
+                        // Only now may the site be served here: its copy
+                        // is writable and (on zfs-fuse) freshly mounted.
+                        sites.ready(&site, true);
+                    }
+                    Outcome::Switched(r)
                 });
             }
             Action::Demote { site } => {
                 info!(%site, "stepping down to replica");
+                self.sites.ready(&site, false);
                 self.spawn_op(site.clone(), async move {
                     Outcome::Switched(blocking(move || store.set_readonly(&site)).await)
                 });

@@ -335,3 +335,71 @@ fn fifty_rounds_of_kills_restarts_and_partitions_under_load_lose_nothing_beyond_
         "every killed node came back with its disk: nothing acknowledged may be missing: {v:?}"
     );
 }
+
+#[test]
+fn a_lost_copy_is_replaced_by_a_full_copy_on_another_node() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !can_run("repair") {
+        return;
+    }
+    let mut bed = Bed::start("fo-repair", 5, &[]);
+    bed.create_history_site(3);
+    let all: Vec<usize> = (0..5).collect();
+    let (master, _) = bed.wait_served(&all, Duration::from_secs(10));
+    // A write, so the copies hold more than the push.
+    let (status, _) = bed.curl(0, &["-X", "POST"], "/w/1");
+    assert_eq!(status, 200);
+    let copies = |bed: &Bed| -> Option<(String, Vec<(String, serde_json::Value)>)> {
+        let v = bed.show(0)?;
+        let master = v["master"].as_str()?.to_owned();
+        let head = v["copies"]
+            .as_array()?
+            .iter()
+            .find(|c| c["node"].as_str() == Some(master.as_str()))?["head"]
+            .clone();
+        let holders = v["copies"]
+            .as_array()?
+            .iter()
+            .filter(|c| c["head"] == head && c["alive"].as_bool() != Some(false))
+            .filter_map(|c| Some((c["node"].as_str()?.to_owned(), c["head"].clone())))
+            .collect();
+        Some((master, holders))
+    };
+    let before = wait_for("three copies at one head", Duration::from_secs(30), || {
+        copies(&bed).filter(|(_, h)| h.len() == 3)
+    });
+    let replica = before
+        .1
+        .iter()
+        .map(|(n, _)| n.clone())
+        .find(|n| *n != master)
+        .expect("a replica");
+    let r = (0..5).find(|&k| name(k) == replica).expect("a host");
+    bed.kill(r);
+    // Another node takes a full copy: three live copies at the master's
+    // head again, none of them on the dead node.
+    let after = wait_for("a third copy elsewhere", Duration::from_secs(60), || {
+        copies(&bed).filter(|(_, h)| h.len() == 3 && h.iter().all(|(n, _)| *n != replica))
+    });
+    let newcomer = after
+        .1
+        .iter()
+        .map(|(n, _)| n.clone())
+        .find(|n| !before.1.iter().any(|(b, _)| b == n))
+        .expect("a new holder");
+    eprintln!(
+        "repair: {replica} died; {newcomer} received a full copy; copies now {:?}",
+        after.1.iter().map(|(n, _)| n).collect::<Vec<_>>()
+    );
+    // The site still answers, with its history, through every live node.
+    let live: Vec<usize> = all.iter().copied().filter(|&k| k != r).collect();
+    bed.wait_served(&live, Duration::from_secs(10));
+    let (status, log) = bed.get(live[0], "/log");
+    assert_eq!(status, 200);
+    assert!(
+        log.lines()
+            .next()
+            .is_some_and(|l| l.starts_with(&format!("1 {master} "))),
+        "the write is kept: {log}"
+    );
+}

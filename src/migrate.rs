@@ -1,0 +1,780 @@
+//! Live migration: a serving site moves to another node with its requests
+//! paused, not failed.
+//!
+//! The site's master runs it ([`orchestrate`]); any node can start it (the
+//! admin API relays to the master over the mesh, [`start`]):
+//!
+//! 1. **pre-copy**: the target pins a copy (pulling a full one if it has
+//!    none); the master snapshots now and waits until the target holds
+//!    that snapshot, round after round, until a round's delta is at most
+//!    [`PRECOPY_SMALL`] bytes or [`PRECOPY_ROUNDS`] rounds ran;
+//! 2. **pause**: the site's gate on the master holds new requests and
+//!    connections (local and tunneled ones) in its bounded queue while
+//!    in-flight ones finish, for at most [`DRAIN_TIMEOUT`]; then what is
+//!    still open (a WebSocket, a TLS stream) is asked to close;
+//! 3. the site's command stops, and the master takes the final snapshot;
+//! 4. the target pulls that last delta, claims `epoch + 1` and starts
+//!    serving (`Request::MigrateTakeOver`);
+//! 5. **release**: the gate sends the queue, in order, and every later
+//!    arrival to the target, until every view shows the new master.
+//!
+//! If the hand-over fails (the target died, the final send broke, a
+//! timeout), the site resumes on the master: its command restarts and the
+//! queue is released there. Epochs fence a migration that races a failover.
+
+use std::time::{Duration, Instant};
+
+use model::election::{Head, Role};
+use model::{Epoch, NodeName, SiteName};
+use proxy::{Backend, Target};
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+use crate::rpc::{self, CopyReply, Reply, Request};
+use crate::sites::{MigrationEvent, Sites};
+
+/// A pre-copy round that sent at most this many bytes ends the pre-copy.
+pub const PRECOPY_SMALL: u64 = 1 << 20;
+/// Pre-copy rounds at most.
+pub const PRECOPY_ROUNDS: u32 = 8;
+/// How long the pause waits for in-flight requests to finish before it
+/// asks long-lived connections (WebSockets, TLS streams) to close.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long closed connections get to end after the drain timeout.
+const DRAIN_GRACE: Duration = Duration::from_secs(1);
+/// The target's time to pull the last delta and serve.
+pub const TAKEOVER_TIMEOUT: Duration = Duration::from_secs(20);
+/// One pre-copy round (a full copy of a large site takes a while).
+const ROUND_TIMEOUT: Duration = Duration::from_secs(900);
+/// How long the old master forwards arrivals after every view caught up.
+const REDIRECT_LINGER: Duration = Duration::from_secs(30);
+
+/// One step of a migration, as `site migrate --json` prints it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Progress {
+    Started {
+        site: String,
+        from: String,
+        to: String,
+        epoch: u64,
+    },
+    /// A pre-copy round: the target holds snapshot `seq`; `bytes` went to
+    /// it in this round.
+    Copied {
+        round: u32,
+        bytes: u64,
+        seq: u64,
+        ms: u64,
+    },
+    /// The gate holds new work; `in_flight` requests are still running.
+    Paused {
+        in_flight: usize,
+    },
+    /// In-flight work ended (`all_ended`), or was asked to close.
+    Drained {
+        ms: u64,
+        all_ended: bool,
+    },
+    /// The command stopped and the final snapshot was taken.
+    Stopped {
+        seq: u64,
+        ms: u64,
+    },
+    /// The target serves at the next epoch; the queue goes to it.
+    HandedOver {
+        final_bytes: u64,
+        ms: u64,
+    },
+    Done(Report),
+    Failed {
+        error: String,
+        resumed_on: String,
+    },
+}
+
+/// The figures of a finished migration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Report {
+    pub site: String,
+    pub from: String,
+    pub to: String,
+    pub epoch: u64,
+    /// From the gate's pause to its release to the target.
+    pub pause_ms: f64,
+    pub final_delta_bytes: u64,
+    pub precopy_rounds: u32,
+    pub precopy_bytes: u64,
+    pub total_ms: f64,
+}
+
+/// A migration's events as this node saw them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Log {
+    pub events: Vec<Progress>,
+    pub done: bool,
+}
+
+fn record(sites: &Sites, site: &SiteName, p: &Progress) {
+    let mut m = sites.migrations.lock().expect("migrations lock");
+    let log = m.entry(site.clone()).or_default();
+    if matches!(p, Progress::Done(_) | Progress::Failed { .. }) {
+        log.done = true;
+    }
+    log.events.push(p.clone());
+}
+
+fn ms(since: Instant) -> u64 {
+    since.elapsed().as_millis() as u64
+}
+
+#[allow(clippy::disallowed_methods)] // migration phases are timed for real
+fn now() -> Instant {
+    Instant::now()
+}
+
+/// Starts moving `site` to `to` from this node (the admin API): runs it
+/// here if this node is the master, else relays it to the master. Returns
+/// once it started; progress goes to `sites.migrations`.
+pub async fn start(sites: &Sites, site: SiteName, to: NodeName) -> Result<(), (u16, String)> {
+    {
+        let mut m = sites.migrations.lock().expect("migrations lock");
+        if m.get(&site).is_some_and(|l| !l.done) {
+            return Err((409, format!("site '{site}' is already being migrated")));
+        }
+        m.insert(site.clone(), Log::default());
+    }
+    let view = crate::sites::model_view(&sites.gossip.view().borrow());
+    let Some((master, _)) = model::serving_master(&view, &site) else {
+        sites
+            .migrations
+            .lock()
+            .expect("migrations lock")
+            .remove(&site);
+        return Err((
+            503,
+            format!("site '{site}' has no master right now; retry shortly"),
+        ));
+    };
+    if !view.members.get(&to).is_some_and(|m| m.alive && !m.left) {
+        sites
+            .migrations
+            .lock()
+            .expect("migrations lock")
+            .remove(&site);
+        return Err((400, format!("node '{to}' is not a live member")));
+    }
+    if master == to {
+        sites
+            .migrations
+            .lock()
+            .expect("migrations lock")
+            .remove(&site);
+        return Err((400, format!("site '{site}' is already served by '{to}'")));
+    }
+    let sites = sites.clone();
+    tokio::spawn(async move {
+        if master == sites.me {
+            let emit = |p: Progress| record(&sites, &site, &p);
+            let _ = orchestrate(&sites, &site, &to, &emit).await;
+        } else {
+            relay(&sites, &site, &master, &to).await;
+        }
+    });
+    Ok(())
+}
+
+/// Asks the master to migrate and records its progress here.
+async fn relay(sites: &Sites, site: &SiteName, master: &NodeName, to: &NodeName) {
+    let failed = |e: String| Progress::Failed {
+        error: format!("lost contact with the master {master}: {e}"),
+        resumed_on: master.to_string(),
+    };
+    let mut s = match sites.gossip.open_stream(master).await {
+        Ok(s) => s,
+        Err(e) => return record(sites, site, &failed(e)),
+    };
+    let req = Request::Migrate {
+        site: site.clone(),
+        to: to.clone(),
+    };
+    if let Err(e) = rpc::write_frame(&mut s.writer, &req).await {
+        return record(sites, site, &failed(format!("{e:#}")));
+    }
+    loop {
+        match rpc::read_frame::<Progress>(&mut s.reader).await {
+            Ok(p) => {
+                let last = matches!(p, Progress::Done(_) | Progress::Failed { .. });
+                record(sites, site, &p);
+                if last {
+                    return;
+                }
+            }
+            Err(e) => return record(sites, site, &failed(format!("{e:#}"))),
+        }
+    }
+}
+
+/// The master's side of a relayed migration: runs it, streaming progress.
+pub async fn serve_migrate(
+    sites: &Sites,
+    site: SiteName,
+    to: NodeName,
+    s: &mut gossip::MeshStream,
+) -> anyhow::Result<()> {
+    let busy = {
+        let mut m = sites.migrations.lock().expect("migrations lock");
+        let busy = m.get(&site).is_some_and(|l| !l.done);
+        if !busy {
+            m.insert(site.clone(), Log::default());
+        }
+        busy
+    };
+    if busy {
+        let p = Progress::Failed {
+            error: format!("site '{site}' is already being migrated"),
+            resumed_on: sites.me.to_string(),
+        };
+        return rpc::write_frame(&mut s.writer, &p).await;
+    }
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Progress>();
+    let emit = |p: Progress| {
+        record(sites, &site, &p);
+        let _ = tx.send(p);
+    };
+    let run = async {
+        let _ = orchestrate(sites, &site, &to, &emit).await;
+    };
+    let forward = async {
+        while let Some(p) = rx.recv().await {
+            let last = matches!(p, Progress::Done(_) | Progress::Failed { .. });
+            // The migration goes on even if the asker went away.
+            let _ = rpc::write_frame(&mut s.writer, &p).await;
+            if last {
+                break;
+            }
+        }
+    };
+    tokio::join!(run, forward);
+    Ok(())
+}
+
+async fn call<T: serde::de::DeserializeOwned>(
+    sites: &Sites,
+    node: &NodeName,
+    req: &Request,
+) -> Result<T, String> {
+    let mut s = sites.gossip.open_stream(node).await?;
+    rpc::write_frame(&mut s.writer, req)
+        .await
+        .map_err(|e| format!("{e:#}"))?;
+    rpc::read_frame(&mut s.reader)
+        .await
+        .map_err(|e| format!("{e:#}"))
+}
+
+async fn call_ok(sites: &Sites, node: &NodeName, req: &Request) -> Result<(), String> {
+    let r: Reply = call(sites, node, req).await?;
+    if r.ok {
+        Ok(())
+    } else {
+        Err(r.error.unwrap_or_else(|| "refused".into()))
+    }
+}
+
+/// Bytes of `site`'s snapshot streams this node has sent to `to`.
+fn sent_to(sites: &Sites, site: &SiteName, to: &NodeName) -> u64 {
+    sites
+        .sent
+        .lock()
+        .expect("sent lock is never poisoned")
+        .get(&(site.clone(), to.to_string()))
+        .copied()
+        .unwrap_or(0)
+}
+
+/// Waits until `to`'s copy of `site` holds `head`.
+async fn wait_copy(
+    sites: &Sites,
+    to: &NodeName,
+    site: &SiteName,
+    head: Head,
+    within: Duration,
+) -> Result<(), String> {
+    let t0 = now();
+    loop {
+        let r: Result<CopyReply, String> =
+            call(sites, to, &Request::MigrateStatus { site: site.clone() }).await;
+        if let Ok(c) = &r
+            && c.guid.as_deref() == Some(head.guid.to_string().as_str())
+        {
+            return Ok(());
+        }
+        if t0.elapsed() > within {
+            return Err(format!(
+                "{to} did not receive snapshot {} within {within:?} ({r:?})",
+                head.seq
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Stops the site's command on this node and keeps it stopped.
+async fn freeze(sites: &Sites, site: &SiteName) -> Result<(), String> {
+    sites
+        .frozen
+        .lock()
+        .expect("frozen lock is never poisoned")
+        .insert(site.clone(), false);
+    sites.wake_serving.notify_one();
+    let t0 = now();
+    loop {
+        if sites
+            .frozen
+            .lock()
+            .expect("frozen lock is never poisoned")
+            .get(site)
+            .copied()
+            == Some(true)
+        {
+            return Ok(());
+        }
+        if t0.elapsed() > Duration::from_secs(15) {
+            return Err("the site's command did not stop within 15 s".into());
+        }
+        sites.wake_serving.notify_one();
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+fn thaw(sites: &Sites, site: &SiteName) {
+    sites
+        .frozen
+        .lock()
+        .expect("frozen lock is never poisoned")
+        .remove(site);
+    sites.wake_serving.notify_one();
+}
+
+/// Waits (bounded) until this node's routes serve `site` locally with its
+/// backend accepting connections.
+async fn wait_serving(sites: &Sites, site: &SiteName, within: Duration) -> bool {
+    let Some(proxy) = sites.proxy.get() else {
+        return false;
+    };
+    let t0 = now();
+    while t0.elapsed() < within {
+        let frozen = sites
+            .frozen
+            .lock()
+            .expect("frozen lock is never poisoned")
+            .contains_key(site);
+        let target = proxy.routes().target(site.as_str()).cloned();
+        let up = match target {
+            Some(Target::Local {
+                backend: Backend::Static(_),
+                ..
+            }) => true,
+            Some(Target::Local {
+                backend: Backend::Tcp(addr),
+                ..
+            }) => tokio::net::TcpStream::connect(addr).await.is_ok(),
+            _ => false,
+        };
+        if up && !frozen {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    false
+}
+
+/// Runs a migration of `site` (mastered here) to `to`; see the module docs.
+pub async fn orchestrate(
+    sites: &Sites,
+    site: &SiteName,
+    to: &NodeName,
+    emit: &(dyn Fn(Progress) + Sync),
+) -> Result<Report, String> {
+    let r = run(sites, site, to, emit).await;
+    if let Err(e) = &r {
+        warn!(%site, %to, error = %e, "migration failed; the site stays here");
+        emit(Progress::Failed {
+            error: e.clone(),
+            resumed_on: sites.me.to_string(),
+        });
+    }
+    r
+}
+
+async fn run(
+    sites: &Sites,
+    site: &SiteName,
+    to: &NodeName,
+    emit: &(dyn Fn(Progress) + Sync),
+) -> Result<Report, String> {
+    let t0 = now();
+    let proxy = sites
+        .proxy
+        .get()
+        .ok_or("this node does not serve sites yet")?
+        .clone();
+    let (role, epoch, _) = sites
+        .local_copy(site)
+        .await
+        .ok_or_else(|| format!("this node holds no copy of '{site}'"))?;
+    if role != Role::Master {
+        return Err(format!("this node is not the master of '{site}'"));
+    }
+    if *to == sites.me {
+        return Err(format!("site '{site}' is already served by '{to}'"));
+    }
+    info!(%site, %to, %epoch, "migrating");
+    emit(Progress::Started {
+        site: site.to_string(),
+        from: sites.me.to_string(),
+        to: to.to_string(),
+        epoch: epoch.0,
+    });
+    let pin = Request::MigratePin {
+        site: site.clone(),
+        unpin: false,
+    };
+    call_ok(sites, to, &pin)
+        .await
+        .map_err(|e| format!("{to} cannot take a copy: {e}"))?;
+
+    // 1. Pre-copy while the site serves.
+    let mut rounds = 0;
+    let mut precopy_bytes = 0;
+    loop {
+        rounds += 1;
+        let r0 = now();
+        let before = sent_to(sites, site, to);
+        let head = sites.flush(site.clone()).await?;
+        if let Err(e) = wait_copy(sites, to, site, head, ROUND_TIMEOUT).await {
+            unpin(sites, site, to).await;
+            return Err(e);
+        }
+        let bytes = sent_to(sites, site, to).saturating_sub(before);
+        precopy_bytes += bytes;
+        emit(Progress::Copied {
+            round: rounds,
+            bytes,
+            seq: head.seq,
+            ms: ms(r0),
+        });
+        if bytes <= PRECOPY_SMALL || rounds >= PRECOPY_ROUNDS {
+            break;
+        }
+    }
+
+    // 2. Pause: hold new work, let in-flight work finish.
+    let paused = now();
+    let gates = proxy.gates();
+    gates.pause(site.as_str());
+    emit(Progress::Paused {
+        in_flight: gates.in_flight(site.as_str()),
+    });
+    let all_ended = gates.drain(site.as_str(), DRAIN_TIMEOUT, DRAIN_GRACE).await;
+    emit(Progress::Drained {
+        ms: ms(paused),
+        all_ended,
+    });
+
+    // 3. Stop the command; the final snapshot.
+    let before = sent_to(sites, site, to);
+    let last = async {
+        freeze(sites, site).await?;
+        sites.flush(site.clone()).await
+    }
+    .await;
+    let head = match last {
+        Ok(h) => h,
+        Err(e) => {
+            resume(sites, site, to).await;
+            return Err(e);
+        }
+    };
+    emit(Progress::Stopped {
+        seq: head.seq,
+        ms: ms(paused),
+    });
+
+    // 4. The target pulls the last delta, claims the next epoch, serves.
+    let next = epoch.next();
+    let take = Request::MigrateTakeOver {
+        site: site.clone(),
+        epoch: next.0,
+        seq: head.seq,
+        guid: head.guid.to_string(),
+        within_ms: TAKEOVER_TIMEOUT.as_millis() as u64,
+    };
+    let took = tokio::time::timeout(TAKEOVER_TIMEOUT + Duration::from_secs(2), async {
+        call_ok(sites, to, &take).await
+    })
+    .await
+    .unwrap_or_else(|_| {
+        Err(format!(
+            "{to} did not take over within {TAKEOVER_TIMEOUT:?}"
+        ))
+    });
+    if let Err(e) = took {
+        resume(sites, site, to).await;
+        return Err(format!("hand-over to {to} failed: {e}"));
+    }
+
+    // 5. Release: the queue, in order, then later arrivals go to the target.
+    gates.redirect(site.as_str(), to.as_str());
+    let pause = paused.elapsed();
+    let final_bytes = sent_to(sites, site, to).saturating_sub(before);
+    emit(Progress::HandedOver {
+        final_bytes,
+        ms: pause.as_millis() as u64,
+    });
+    info!(%site, %to, epoch = %next, pause_ms = pause.as_millis() as u64, final_bytes, "site handed over");
+    let report = Report {
+        site: site.to_string(),
+        from: sites.me.to_string(),
+        to: to.to_string(),
+        epoch: next.0,
+        pause_ms: pause.as_secs_f64() * 1000.0,
+        final_delta_bytes: final_bytes,
+        precopy_rounds: rounds,
+        precopy_bytes,
+        total_ms: t0.elapsed().as_secs_f64() * 1000.0,
+    };
+    let sites2 = sites.clone();
+    let (site2, to2) = (site.clone(), to.clone());
+    tokio::spawn(async move { after_handover(&sites2, &site2, &to2, next).await });
+    emit(Progress::Done(report.clone()));
+    Ok(report)
+}
+
+/// Once this node's view shows the target as master, the frozen command
+/// may go (this node is no longer master, so it does not restart); the
+/// redirect stays a while longer for peers whose views lag.
+async fn after_handover(sites: &Sites, site: &SiteName, to: &NodeName, epoch: Epoch) {
+    let t0 = now();
+    let mut view_rx = sites.gossip.view();
+    while t0.elapsed() < Duration::from_secs(60) {
+        let view = crate::sites::model_view(&view_rx.borrow_and_update());
+        if model::serving_master(&view, site).is_some_and(|(n, e)| n == *to && e >= epoch) {
+            break;
+        }
+        let _ = tokio::time::timeout(Duration::from_millis(200), view_rx.changed()).await;
+    }
+    thaw(sites, site);
+    unpin(sites, site, to).await;
+    tokio::time::sleep(REDIRECT_LINGER).await;
+    if let Some(p) = sites.proxy.get()
+        && p.gates().redirected(site.as_str()).as_deref() == Some(to.as_str())
+    {
+        p.gates().clear(site.as_str());
+    }
+}
+
+async fn unpin(sites: &Sites, site: &SiteName, to: &NodeName) {
+    let req = Request::MigratePin {
+        site: site.clone(),
+        unpin: true,
+    };
+    if let Err(e) = call_ok(sites, to, &req).await {
+        warn!(%site, %to, error = %e, "cannot unpin the migration target's copy");
+    }
+}
+
+/// The hand-over failed: the site serves here again, queue released here.
+async fn resume(sites: &Sites, site: &SiteName, to: &NodeName) {
+    thaw(sites, site);
+    if !wait_serving(sites, site, Duration::from_secs(15)).await {
+        warn!(%site, "the site's command did not come back within 15 s");
+    }
+    if let Some(p) = sites.proxy.get() {
+        p.gates().open(site.as_str());
+    }
+    unpin(sites, site, to).await;
+}
+
+/// The target's side: pin or unpin a copy.
+pub async fn serve_pin(
+    sites: &Sites,
+    site: SiteName,
+    unpin: bool,
+    s: &mut gossip::MeshStream,
+) -> anyhow::Result<()> {
+    let ev = if unpin {
+        MigrationEvent::Unpin(site)
+    } else {
+        MigrationEvent::Pin(site)
+    };
+    let reply = match sites.migration(ev).await {
+        Ok(()) => Reply::ok(),
+        Err(e) => Reply::err(500, e),
+    };
+    rpc::write_frame(&mut s.writer, &reply).await
+}
+
+/// The target's side: where its copy is.
+pub async fn serve_status(
+    sites: &Sites,
+    site: SiteName,
+    s: &mut gossip::MeshStream,
+) -> anyhow::Result<()> {
+    let c = sites.local_copy(&site).await;
+    let reply = CopyReply {
+        role: c.map(|(r, _, _)| {
+            match r {
+                Role::Master => "master",
+                Role::Replica => "replica",
+                Role::Diverged => "diverged",
+            }
+            .to_owned()
+        }),
+        epoch: c.map_or(0, |(_, e, _)| e.0),
+        seq: c.and_then(|(_, _, h)| h).map(|h| h.seq),
+        guid: c.and_then(|(_, _, h)| h).map(|h| h.guid.to_string()),
+    };
+    rpc::write_frame(&mut s.writer, &reply).await
+}
+
+/// The target's side of the hand-over: catch up with `head` from `peer`,
+/// claim `epoch`, and answer once the site is served here.
+pub async fn serve_takeover(
+    sites: &Sites,
+    peer: &str,
+    site: SiteName,
+    epoch: u64,
+    head: Option<Head>,
+    within_ms: u64,
+    s: &mut gossip::MeshStream,
+) -> anyhow::Result<()> {
+    let reply = takeover(sites, peer, site, epoch, head, within_ms).await;
+    rpc::write_frame(&mut s.writer, &reply).await
+}
+
+async fn takeover(
+    sites: &Sites,
+    peer: &str,
+    site: SiteName,
+    epoch: u64,
+    head: Option<Head>,
+    within_ms: u64,
+) -> Reply {
+    let Some(head) = head else {
+        return Reply::err(400, "malformed snapshot guid");
+    };
+    let Ok(from) = peer.parse::<NodeName>() else {
+        return Reply::err(400, "the asker has no node name");
+    };
+    let within = Duration::from_millis(within_ms);
+    let t0 = now();
+    let ev = MigrationEvent::TakeOver {
+        site: site.clone(),
+        from,
+        epoch: Epoch(epoch),
+        head,
+        within,
+    };
+    if let Err(e) = sites.migration(ev).await {
+        return Reply::err(500, e);
+    }
+    loop {
+        match sites.local_copy(&site).await {
+            Some((Role::Master, e, _)) if e.0 == epoch => break,
+            Some((_, e, _)) if e.0 > epoch => {
+                return Reply::err(409, format!("site '{site}' moved on to epoch {e}"));
+            }
+            _ => {}
+        }
+        if t0.elapsed() > within {
+            return Reply::err(504, "the final snapshot did not arrive in time");
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let left = within.saturating_sub(t0.elapsed());
+    if !wait_serving(sites, &site, left).await {
+        return Reply::err(
+            504,
+            "promoted, but the site's command did not start in time",
+        );
+    }
+    info!(%site, epoch, ms = t0.elapsed().as_millis() as u64, "took the site over");
+    Reply::ok()
+}
+
+/// `POST /v1/sites/NAME/migrate` with `{"to": "NODE"}`: starts a
+/// migration; 202 once started (follow it with `GET .../migration`).
+pub async fn admin_start(
+    sites: &Sites,
+    name: &str,
+    body: hyper::body::Incoming,
+) -> hyper::Response<crate::admin::Body> {
+    use http_body_util::BodyExt;
+    use hyper::StatusCode;
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Ask {
+        to: String,
+    }
+    let err = |status: StatusCode, msg: String| {
+        crate::admin::json(status, &serde_json::json!({ "error": msg }))
+    };
+    let site: SiteName = match name.parse() {
+        Ok(s) => s,
+        Err(e) => return err(StatusCode::BAD_REQUEST, format!("{e}")),
+    };
+    let bytes = match body.collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            return err(
+                StatusCode::BAD_REQUEST,
+                format!("cannot read the request: {e}"),
+            );
+        }
+    };
+    let ask: Ask = match serde_json::from_slice(&bytes) {
+        Ok(a) => a,
+        Err(e) => return err(StatusCode::BAD_REQUEST, format!("invalid request: {e}")),
+    };
+    let to: NodeName = match ask.to.parse() {
+        Ok(n) => n,
+        Err(e) => return err(StatusCode::BAD_REQUEST, format!("{e}")),
+    };
+    let view = crate::sites::model_view(&sites.gossip.view().borrow());
+    if model::holders(&view, &site).is_empty() {
+        return err(StatusCode::NOT_FOUND, format!("no site named '{site}'"));
+    }
+    match start(sites, site, to).await {
+        Ok(()) => crate::admin::json(
+            StatusCode::ACCEPTED,
+            &serde_json::json!({ "started": true }),
+        ),
+        Err((code, msg)) => err(
+            StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            msg,
+        ),
+    }
+}
+
+/// `GET /v1/sites/NAME/migration`: the events of the site's last
+/// migration seen by this node.
+pub fn admin_log(sites: &Sites, name: &str) -> hyper::Response<crate::admin::Body> {
+    use hyper::StatusCode;
+    let log = name.parse::<SiteName>().ok().and_then(|s| {
+        sites
+            .migrations
+            .lock()
+            .expect("migrations lock")
+            .get(&s)
+            .cloned()
+    });
+    match log {
+        Some(l) => crate::admin::json(StatusCode::OK, &l),
+        None => crate::admin::json(
+            StatusCode::NOT_FOUND,
+            &serde_json::json!({ "error": format!("no migration of '{name}' on this node") }),
+        ),
+    }
+}
