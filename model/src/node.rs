@@ -414,8 +414,8 @@ impl Node {
                             failures: 0,
                             retry_at: now,
                             demote_pending: false,
-                        flush: false,
-                        takeover: None,
+                            flush: false,
+                            takeover: None,
                         },
                     );
                 }

@@ -20,12 +20,12 @@ use tokio::time::{Instant, timeout, timeout_at};
 use tracing::debug;
 
 use crate::chunked::ChunkedDecoder;
+use crate::gate::{InFlight, Pass};
 use crate::http::{
     HttpError, Method, RequestBody, RequestHead, ResponseBody, parse_request, parse_response,
 };
 use crate::pool::{IO_BUF, Upstream, UpstreamKey};
 use crate::routes::{Backend, Resolved, Target};
-use crate::gate::{InFlight, Pass};
 use crate::server::{ConnectError, Proxy};
 use crate::tunnel::{Protocol, TunnelHeader};
 

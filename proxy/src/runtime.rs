@@ -324,7 +324,9 @@ async fn wait_ready(port: u16, within: Duration) -> bool {
         {
             return true;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // A refused connect on loopback costs microseconds; polling often
+        // shortens a live migration's pause by the command's start.
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
     false
 }

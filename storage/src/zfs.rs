@@ -632,8 +632,22 @@ impl ZfsStore {
     /// concurrent unmounts from several nodes have wedged it.
     fn remount(&self, site: &SiteName, ds: &str) -> Result<()> {
         let _guard = fuse_mount_lock();
-        self.cli.unmount(ds)?;
-        self.ensure_mounted(site, ds)?;
+        // Three calls, not seven: this sits in a live migration's pause.
+        // An unmount of a dataset that is not mounted fails harmlessly; a
+        // mount refused as busy right after an unmount is retried; only
+        // `mounted` is trusted at the end.
+        let _ = self.cli.zfs_out(&["unmount", ds])?;
+        for _ in 0..MOUNT_ATTEMPTS {
+            if self.cli.zfs_out(&["mount", ds])?.status.success() {
+                break;
+            }
+        }
+        if !self.cli.mounted(ds)? {
+            return Err(Error::NotMounted {
+                site: site.clone(),
+                mountpoint: self.cli.get("mountpoint", ds)?,
+            });
+        }
         self.stale
             .lock()
             .expect("stale lock is never poisoned")

@@ -37,10 +37,15 @@ impl Bed {
     /// Starts `n` nodes, each on its own host, seeded with the first two,
     /// and waits until every node lists all of them alive.
     pub fn start(cluster: &str, n: usize, extra: &[&str]) -> Bed {
+        Self::start_sized(cluster, n, "256M", extra)
+    }
+
+    /// [`Bed::start`] with file-backed pools of `pool_size` (sparse).
+    pub fn start_sized(cluster: &str, n: usize, pool_size: &str, extra: &[&str]) -> Bed {
         let net = Net::new(n);
         let names: Vec<String> = (0..n).map(name).collect();
         let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-        let env = Env::new_zfs(cluster, &refs, "256M");
+        let env = Env::new_zfs(cluster, &refs, pool_size);
         let mut bed = Bed {
             nodes: Vec::new(),
             env,
@@ -178,25 +183,7 @@ impl Bed {
     }
 
     pub fn curl(&self, k: usize, extra: &[&str], path: &str) -> (u16, String) {
-        let ip = self.net.ip(k);
-        let out = Command::new("curl")
-            .args([
-                "-s",
-                "--connect-timeout",
-                "1",
-                "-m",
-                "3",
-                "-w",
-                "\n%{http_code}",
-            ])
-            .args(["--resolve", &format!("{DOMAIN}:8080:{ip}")])
-            .args(extra)
-            .arg(format!("http://{DOMAIN}:8080{path}"))
-            .output()
-            .expect("curl runs");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
-        (code.trim().parse().unwrap_or(0), body.to_owned())
+        curl_at(self.net.ip(k), DOMAIN, extra, path)
     }
 
     /// `site show --json` as host k's node reports it.
@@ -279,6 +266,31 @@ impl Bed {
     }
 }
 
+/// curl of `http://DOMAIN:8080PATH` through the node at `ip`: (status,
+/// body); status 0 if no answer within 3 s.
+pub fn curl_at(ip: std::net::Ipv4Addr, domain: &str, extra: &[&str], path: &str) -> (u16, String) {
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "--connect-timeout",
+            "1",
+            "-m",
+            "3",
+            "-w",
+            "\n%{http_code}",
+        ])
+        .args(["--resolve", &format!("{domain}:8080:{ip}")])
+        .args(extra)
+        .arg(format!("http://{domain}:8080{path}"))
+        .output();
+    let Ok(out) = out else {
+        return (0, String::new());
+    };
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (code.trim().parse().unwrap_or(0), body.to_owned())
+}
+
 /// "<node> <epoch>" as the history app answers GET /.
 pub fn parse_claim(body: &str) -> Option<(String, u64)> {
     let mut it = body.split_whitespace();
@@ -314,8 +326,25 @@ pub struct Load {
     pub t0: Instant,
 }
 
+/// One request of a load: (status, body) for request `id` through `ip`.
+pub type Request = Arc<dyn Fn(std::net::Ipv4Addr, u64) -> (u16, String) + Send + Sync>;
+
 impl Load {
+    /// Writers to the history site.
     pub fn start(bed: &Bed, writers: usize, max_writes: u64, deadline: Duration) -> Load {
+        Self::start_with(bed, writers, max_writes, deadline, Arc::new(post))
+    }
+
+    /// Clients each sending `req` through random hosts, 30 ms apart, until
+    /// stopped, `max_writes` requests each or `deadline`. A request counts
+    /// as acknowledged (`by`) if it answered 200 with "ok ID NODE EPOCH".
+    pub fn start_with(
+        bed: &Bed,
+        writers: usize,
+        max_writes: u64,
+        deadline: Duration,
+        req: Request,
+    ) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let attempts = Arc::new(Mutex::new(Vec::new()));
         let t0 = Instant::now();
@@ -323,6 +352,7 @@ impl Load {
         let threads = (0..writers)
             .map(|w| {
                 let (stop, attempts, ips) = (stop.clone(), attempts.clone(), ips.clone());
+                let req = req.clone();
                 std::thread::spawn(move || {
                     let mut rng = 0x9e37_79b9_7f4a_7c15_u64 ^ (w as u64 + 1);
                     for i in 0..max_writes {
@@ -335,7 +365,7 @@ impl Load {
                         let host = (rng % ips.len() as u64) as usize;
                         let id = (w as u64 + 1) * 1_000_000 + i;
                         let sent = t0.elapsed();
-                        let (status, body) = post(ips[host], id);
+                        let (status, body) = req(ips[host], id);
                         let done = t0.elapsed();
                         let by = (status == 200)
                             .then(|| {
@@ -390,25 +420,7 @@ impl Drop for Load {
 }
 
 fn post(ip: std::net::Ipv4Addr, id: u64) -> (u16, String) {
-    let out = Command::new("curl")
-        .args([
-            "-s",
-            "--connect-timeout",
-            "1",
-            "-m",
-            "3",
-            "-w",
-            "\n%{http_code}",
-        ])
-        .args(["-X", "POST", "--resolve", &format!("{DOMAIN}:8080:{ip}")])
-        .arg(format!("http://{DOMAIN}:8080/w/{id}"))
-        .output();
-    let Ok(out) = out else {
-        return (0, String::new());
-    };
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
-    (code.trim().parse().unwrap_or(0), body.to_owned())
+    curl_at(ip, DOMAIN, &["-X", "POST"], &format!("/w/{id}"))
 }
 
 /// What the history checker found.
