@@ -11,7 +11,9 @@
 //! 2. **pause**: the site's gate on the master holds new requests and
 //!    connections (local and tunneled ones) in its bounded queue while
 //!    in-flight ones finish, for at most [`DRAIN_TIMEOUT`]; then what is
-//!    still open (a WebSocket, a TLS stream) is asked to close;
+//!    still open (a WebSocket, a TLS stream) is asked to close. A static
+//!    site does not wait: its in-flight requests read files the final
+//!    snapshot holds too, and finish from this copy;
 //! 3. the site's command stops, and the master takes the final snapshot;
 //! 4. the target pulls that last delta, claims `epoch + 1` and starts
 //!    serving (`Request::MigrateTakeOver`);
@@ -477,7 +479,19 @@ async fn run(
     emit(Progress::Paused {
         in_flight: gates.in_flight(site.as_str()),
     });
-    let all_ended = gates.drain(site.as_str(), DRAIN_TIMEOUT, DRAIN_GRACE).await;
+    // A static site's in-flight requests are reads of files that the
+    // final snapshot holds too: they go on from this copy (a slow download
+    // completes) and the pause need not wait for them. A command's
+    // in-flight requests must end before it stops.
+    let view = crate::sites::model_view(&sites.gossip.view().borrow());
+    let is_static = crate::serving::current_specs(&view)
+        .get(site)
+        .is_some_and(|s| s.runtime == model::Runtime::Static);
+    let all_ended = if is_static {
+        gates.in_flight(site.as_str()) == 0
+    } else {
+        gates.drain(site.as_str(), DRAIN_TIMEOUT, DRAIN_GRACE).await
+    };
     emit(Progress::Drained {
         ms: ms(paused),
         all_ended,
@@ -511,15 +525,29 @@ async fn run(
         guid: head.guid.to_string(),
         within_ms: TAKEOVER_TIMEOUT.as_millis() as u64,
     };
-    let took = tokio::time::timeout(TAKEOVER_TIMEOUT + Duration::from_secs(2), async {
-        call_ok(sites, to, &take).await
-    })
-    .await
-    .unwrap_or_else(|_| {
-        Err(format!(
-            "{to} did not take over within {TAKEOVER_TIMEOUT:?}"
-        ))
-    });
+    // A target that dies is seen dead by the failure detector long before
+    // its connection times out: the site resumes here at once.
+    let died = async {
+        let mut view_rx = sites.gossip.view();
+        loop {
+            let alive = {
+                let v = crate::sites::model_view(&view_rx.borrow_and_update());
+                v.members.get(to).is_some_and(|m| m.alive && !m.left)
+            };
+            if !alive {
+                return format!("{to} died during the hand-over");
+            }
+            if view_rx.changed().await.is_err() {
+                return "the node is shutting down".to_owned();
+            }
+        }
+    };
+    let took = tokio::select! {
+        r = tokio::time::timeout(TAKEOVER_TIMEOUT + Duration::from_secs(2), call_ok(sites, to, &take)) => {
+            r.unwrap_or_else(|_| Err(format!("{to} did not take over within {TAKEOVER_TIMEOUT:?}")))
+        }
+        why = died => Err(why),
+    };
     if let Err(e) = took {
         resume(sites, site, to).await;
         return Err(format!("hand-over to {to} failed: {e}"));
@@ -594,7 +622,9 @@ async fn resume(sites: &Sites, site: &SiteName, to: &NodeName) {
     if let Some(p) = sites.proxy.get() {
         p.gates().open(site.as_str());
     }
-    unpin(sites, site, to).await;
+    // The target may be dead: unpinning it must not hold up the report.
+    let (sites, site, to) = (sites.clone(), site.clone(), to.clone());
+    tokio::spawn(async move { unpin(&sites, &site, &to).await });
 }
 
 /// The target's side: pin or unpin a copy.

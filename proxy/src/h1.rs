@@ -234,6 +234,26 @@ where
                     }
                     Pass::Refused => return self.unavailable(&head, 1).await,
                 }
+                // A request held by a paused gate goes where the site is
+                // now: after a failed hand-over the command may listen on
+                // a new port; after a failover, another node serves it.
+                let routes_now = proxy.routes();
+                let backend = match routes_now.target(site) {
+                    Some(Target::Local { backend: now, .. }) => now.clone(),
+                    Some(Target::Remote { node }) if self.tunnel_site.is_none() => {
+                        self.in_flight = None;
+                        let key = UpstreamKey::Tunnel {
+                            node: node.clone(),
+                            site: site.to_owned(),
+                        };
+                        return self.forward(proxy, head, key).await;
+                    }
+                    None => backend,
+                    Some(_) => {
+                        self.in_flight = None;
+                        return self.unavailable(&head, 1).await;
+                    }
+                };
                 let next = match backend {
                     Backend::Tcp(addr) => self.forward(proxy, head, UpstreamKey::Tcp(addr)).await,
                     Backend::Static(root) => self.serve_static(&root, head).await,

@@ -118,6 +118,11 @@ async fn local<R, W>(
         }
         Pass::Refused => return,
     };
+    // Held by a paused gate: the site's TLS server may have moved since.
+    let addr = match proxy.tls_route_site(site) {
+        TlsRoute::Local { addr: now, .. } => now,
+        _ => addr,
+    };
     let connect = tokio::time::timeout(proxy.config().connect_timeout, TcpStream::connect(addr));
     let mut backend = match connect.await {
         Ok(Ok(s)) => s,
