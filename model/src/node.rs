@@ -13,7 +13,9 @@
 //!   for a site waits for the outcome of the last.
 //! - A copy is promoted only when [`crate::election::master`] elects this
 //!   node, and demoted as soon as [`crate::election::should_step_down`] says
-//!   so; a demoted master stops serving before anything else happens to it.
+//!   so, or (quorum guard on) as soon as this node no longer sees a
+//!   majority alive; a demoted master stops serving before anything else
+//!   happens to it.
 //! - Nothing is destroyed except on a deletion tombstone: a diverged replica
 //!   is stashed (the driver keeps the data), never rolled back.
 //! - What the node publishes is derived from its state ([`Node::published`]),
@@ -43,7 +45,9 @@ impl Time {
 #[derive(Debug, Clone, PartialEq)]
 pub struct NodeConfig {
     pub name: NodeName,
-    /// Promote only with a majority of known members alive.
+    /// Promote, and keep serving as master, only while a majority of the
+    /// known members is alive: a master that loses sight of the majority
+    /// steps down, so a minority side of a partition serves no site.
     pub quorum_guard: bool,
     /// How often a master snapshots a changed site.
     pub snapshot_interval: Duration,
@@ -543,14 +547,17 @@ impl Node {
     }
 
     fn quorum(&self) -> Quorum {
+        // This node is a live member even before its view lists it.
+        let listed = usize::from(self.view.members.contains_key(&self.cfg.name));
         let known = self
             .view
             .members
             .iter()
             .filter(|(n, m)| !m.left || **n == self.cfg.name)
             .count()
-            .max(1);
-        let alive = self.live_members().count().min(known);
+            + 1
+            - listed;
+        let alive = (self.live_members().count() + 1 - listed).min(known);
         Quorum {
             known_members: known,
             alive_members: alive,
@@ -698,7 +705,15 @@ impl Node {
         // action in flight (found by the simulator): its role flips now,
         // and the `Demote` that makes the copy read-only follows when the
         // copy is free.
-        if c.role == Role::Master && should_step_down(site, &me, &sv.holders) {
+        // A master also stops serving when, with the quorum guard on, it
+        // no longer sees a majority alive: the majority may elect another
+        // master (after its failure detector and `election_settle`), and
+        // writes this side acknowledged meanwhile would be left in a stash
+        // (found by the simulator: a minority master kept acknowledging
+        // writes through a partition, its replicas pulled them after the
+        // heal, and they were lost from the history that won).
+        let no_quorum = self.cfg.quorum_guard && !quorum.allows_promotion();
+        if c.role == Role::Master && (no_quorum || should_step_down(site, &me, &sv.holders)) {
             // The epoch of the claim that fenced this one: never a pending
             // election's (fence + 1), which would fence the live claim this
             // node merely cannot see alive yet, and discard its writes
@@ -1158,6 +1173,89 @@ mod tests {
             Event::Done(s("blog"), Outcome::Snapshot(Ok(head(6)))),
         );
         assert!(drain(&mut a).contains(&Action::Demote { site: s("blog") }));
+    }
+
+    #[test]
+    fn a_master_that_loses_the_majority_steps_down_and_is_elected_again_later() {
+        // Found by the simulator (seed 11 of the site sweep): a master cut
+        // off in a minority kept acknowledging writes while the majority
+        // promoted another copy; its replicas pulled them after the heal,
+        // then they were stashed, off the history that won.
+        let mut a = started(
+            "a",
+            vec![LocalCopy {
+                site: s("blog"),
+                role: Role::Master,
+                epoch: Epoch(1),
+                chain: vec![head(5)],
+                spec: Some(spec("blog", 3)),
+            }],
+        );
+        let mut v = master_view(true);
+        a.handle(Time(6000), Event::View(v.clone()));
+        assert!(drain(&mut a).is_empty());
+        // b and c vanish: a sees 1 of 3 alive.
+        v.members.get_mut(&n("b")).expect("b").alive = false;
+        v.members.get_mut(&n("c")).expect("c").alive = false;
+        a.handle(Time(7000), Event::View(v.clone()));
+        let acts = drain(&mut a);
+        assert!(
+            acts.contains(&Action::Demote { site: s("blog") }),
+            "{acts:?}"
+        );
+        assert!(acts.contains(&Action::Persist {
+            site: s("blog"),
+            role: Role::Replica,
+            epoch: Epoch(1)
+        }));
+        assert_eq!(a.copy(&s("blog")).map(|c| c.0), Some(Role::Replica));
+        a.handle(
+            Time(7001),
+            Event::Done(s("blog"), Outcome::Switched(Ok(()))),
+        );
+        drain(&mut a);
+        // Without quorum, no election either, however long it waits.
+        a.handle(Time(20_000), Event::Tick);
+        assert!(drain(&mut a).is_empty());
+        // The majority is back and no one else claimed the site: a, with
+        // the newest copy, is elected again once membership settled.
+        v.members.get_mut(&n("b")).expect("b").alive = true;
+        v.members.get_mut(&n("a")).expect("a").keys =
+            vec![SiteKey::Copy(s("blog"), copy_key(Role::Replica, 1, 5))];
+        a.handle(Time(21_000), Event::View(v));
+        assert!(drain(&mut a).is_empty(), "not before the settle time");
+        let at = a.poll_timeout().expect("a tick when membership settled");
+        a.handle(at, Event::Tick);
+        assert!(drain(&mut a).contains(&Action::Promote {
+            site: s("blog"),
+            epoch: Epoch(2)
+        }));
+
+        // With the guard off, a master without a majority keeps serving.
+        let mut cfg = NodeConfig::new(n("a"));
+        cfg.quorum_guard = false;
+        let mut free = Node::new(cfg);
+        free.handle(
+            Time(0),
+            Event::Start(vec![LocalCopy {
+                site: s("blog"),
+                role: Role::Master,
+                epoch: Epoch(1),
+                chain: vec![head(5)],
+                spec: Some(spec("blog", 3)),
+            }]),
+        );
+        drain(&mut free);
+        let mut lonely = master_view(true);
+        lonely.members.get_mut(&n("b")).expect("b").alive = false;
+        lonely.members.get_mut(&n("c")).expect("c").alive = false;
+        free.handle(Time(7000), Event::View(lonely));
+        assert!(
+            !drain(&mut free)
+                .iter()
+                .any(|x| matches!(x, Action::Demote { .. }))
+        );
+        assert_eq!(free.copy(&s("blog")).map(|c| c.0), Some(Role::Master));
     }
 
     #[test]

@@ -108,6 +108,8 @@ pub struct SiteSettings {
     /// replica count within this bound.
     pub settle: Duration,
     pub broken: Option<Broken>,
+    /// Replaces `model::NodeConfig::election_settle`, for experiments only.
+    pub election_settle: Option<Duration>,
 }
 
 impl Default for SiteSettings {
@@ -122,6 +124,7 @@ impl Default for SiteSettings {
             transfer_timeout: Duration::from_secs(5),
             settle: Duration::from_secs(60),
             broken: None,
+            election_settle: None,
         }
     }
 }
@@ -525,7 +528,11 @@ impl SiteLayer {
                 spec,
             });
         }
-        let mut node = Node::new(NodeConfig::new(self.nodes[i].name.clone()));
+        let mut cfg = NodeConfig::new(self.nodes[i].name.clone());
+        if let Some(settle) = self.settings.election_settle {
+            cfg.election_settle = settle;
+        }
+        let mut node = Node::new(cfg);
         node.handle(ms(now), Event::Start(copies));
         self.nodes[i].mem = Some(Mem {
             generation,
