@@ -351,6 +351,9 @@ pub struct Node {
     /// Every site must be planned again: membership moved (quorum,
     /// placement and liveness of holders feed every site's plan).
     dirty_all: bool,
+    /// Whether placement wants this node for a site with that many
+    /// replicas, under the current live members (cleared when they move).
+    placed: BTreeMap<(SiteName, u8), bool>,
     copies: BTreeMap<SiteName, Copy>,
     tombstones: BTreeMap<SiteName, u64>,
     published: BTreeMap<String, String>,
@@ -370,6 +373,7 @@ impl Node {
             index: BTreeMap::new(),
             dirty: BTreeSet::new(),
             dirty_all: true,
+            placed: BTreeMap::new(),
             copies: BTreeMap::new(),
             tombstones: BTreeMap::new(),
             published: BTreeMap::new(),
@@ -518,6 +522,11 @@ impl Node {
         // `now`, and nothing came of it: it must not be asked for again,
         // or the driver spins at one instant (found by the simulator).
         next.filter(|t| *t > self.now)
+    }
+
+    /// The last view fed to the node.
+    pub fn view(&self) -> &View {
+        &self.view
     }
 
     /// The gossip keys this node currently publishes.
@@ -736,6 +745,7 @@ impl Node {
             let flags = |x: Option<&MemberView>| x.map(|x| (x.alive, x.left, x.zone.clone()));
             if flags(o) != flags(m) {
                 self.dirty_all = true;
+                self.placed.clear();
             }
             if o.map(|x| &x.keys) == m.map(|x| &x.keys) {
                 continue;
@@ -821,12 +831,20 @@ impl Node {
             else {
                 return;
             };
-            let live = self
-                .live_members()
-                .map(|(n, m)| (n, m.zone.as_ref()))
-                .collect::<Vec<_>>();
-            let wanted = placement(site, live, usize::from(spec.replicas.max(1)));
-            if master != me && wanted.contains(&me) {
+            let replicas = spec.replicas.max(1);
+            let wanted = match self.placed.get(&(site.clone(), replicas)) {
+                Some(w) => *w,
+                None => {
+                    let live = self
+                        .live_members()
+                        .map(|(n, m)| (n, m.zone.as_ref()))
+                        .collect::<Vec<_>>();
+                    let w = placement(site, live, usize::from(replicas)).contains(&me);
+                    self.placed.insert((site.clone(), replicas), w);
+                    w
+                }
+            };
+            if master != me && wanted {
                 self.copies.insert(
                     site.clone(),
                     Copy {
