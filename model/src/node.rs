@@ -247,6 +247,12 @@ impl SiteKeys {
     }
 }
 
+/// What a site's published keys are derived from.
+type Derived = (
+    Option<(Role, Epoch, Option<Head>, Option<SiteSpec>)>,
+    Option<u64>,
+);
+
 fn key_site(k: &SiteKey) -> &SiteName {
     match k {
         SiteKey::Copy(s, _) | SiteKey::Spec(s, _) | SiteKey::Deleted(s, _) => s,
@@ -354,6 +360,11 @@ pub struct Node {
     /// Whether placement wants this node for a site with that many
     /// replicas, under the current live members (cleared when they move).
     placed: BTreeMap<(SiteName, u8), bool>,
+    /// When the node last planned (`None`: never).
+    last_plan: Option<Time>,
+    /// Per site, what its published keys were derived from: (role, epoch,
+    /// head, spec) of the copy, and the tombstone.
+    published_from: BTreeMap<SiteName, Derived>,
     copies: BTreeMap<SiteName, Copy>,
     tombstones: BTreeMap<SiteName, u64>,
     published: BTreeMap<String, String>,
@@ -374,6 +385,8 @@ impl Node {
             dirty: BTreeSet::new(),
             dirty_all: true,
             placed: BTreeMap::new(),
+            last_plan: None,
+            published_from: BTreeMap::new(),
             copies: BTreeMap::new(),
             tombstones: BTreeMap::new(),
             published: BTreeMap::new(),
@@ -439,6 +452,7 @@ impl Node {
                 if let Some(c) = self.copies.get_mut(&site) {
                     c.dirty = true;
                 }
+                self.dirty.insert(site);
             }
             Event::Create(spec) => {
                 let site = spec.name.clone();
@@ -460,6 +474,7 @@ impl Node {
                         demote_pending: false,
                     },
                 );
+                self.dirty.insert(site.clone());
                 self.actions.push_back(Action::Create { site, spec });
             }
             Event::Delete(site) => {
@@ -782,16 +797,34 @@ impl Node {
         });
     }
 
-    /// Plans the sites whose inputs changed, and every local copy (their
-    /// snapshot and retry timers, and the election windows, depend on
-    /// time). A site with no copy here depends on the view only, and
-    /// planning it again with unchanged inputs would do nothing.
+    /// Plans the sites whose inputs changed, and the local copies whose
+    /// time came: a retry or snapshot time, or (for every copy) the opening
+    /// of the election window or a member turning warm, since the last
+    /// plan. Planning a site again with unchanged inputs and no such time
+    /// passed would do nothing: whatever it decided last time either led
+    /// to an action (the copy is busy until its `Done`) or still holds.
     fn plan(&mut self) {
+        let now = self.now;
+        let since = self.last_plan.replace(now);
+        let came = |t: Time| since.is_none_or(|s| s < t) && t <= now;
         let mut sites = std::mem::take(&mut self.dirty);
         if std::mem::take(&mut self.dirty_all) {
             sites.extend(self.index.keys().cloned());
         }
-        sites.extend(self.copies.keys().cloned());
+        let elections = came(self.started_at.plus(self.cfg.election_grace))
+            || came(self.membership_changed.plus(self.cfg.election_settle))
+            || self
+                .alive_since
+                .values()
+                .any(|t| came(t.plus(self.cfg.election_warmup)));
+        for (site, c) in &self.copies {
+            if elections
+                || came(c.retry_at)
+                || (c.dirty && came(c.last_snapshot.plus(self.cfg.snapshot_interval)))
+            {
+                sites.insert(site.clone());
+            }
+        }
         // Adopt every tombstone seen, so a deletion outlives its author
         // (the view's, where there is one).
         for site in &sites {
@@ -1003,10 +1036,35 @@ impl Node {
         let mut want: BTreeMap<String, String> = BTreeMap::new();
         let mut mine: BTreeSet<String> = BTreeSet::new();
         for site in sites {
+            let copy = self.copies.get(site);
+            let tombstone = self.tombstones.get(site).copied();
+            let unchanged = self.published_from.get(site).is_some_and(|(from, t)| {
+                *t == tombstone
+                    && match (from, copy) {
+                        (None, None) => true,
+                        (Some((role, epoch, head, spec)), Some(c)) => {
+                            *role == c.role
+                                && *epoch == c.epoch
+                                && *head == c.head()
+                                && spec.as_ref() == c.spec.as_ref()
+                        }
+                        _ => false,
+                    }
+            });
+            if unchanged {
+                continue;
+            }
+            self.published_from.insert(
+                site.clone(),
+                (
+                    copy.map(|c| (c.role, c.epoch, c.head(), c.spec.clone())),
+                    tombstone,
+                ),
+            );
             mine.insert(site::site_key(site));
             mine.insert(site::spec_key(site));
             mine.insert(site::deleted_key(site));
-            let Some(c) = self.copies.get(site) else {
+            let Some(c) = copy else {
                 continue;
             };
             let (Some(head), Some(spec)) = (c.head(), c.spec.as_ref()) else {
