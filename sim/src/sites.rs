@@ -1489,7 +1489,8 @@ impl SiteLayer {
 
     /// Replicated writes survive a single crash: a node promoted for a site
     /// holds every acknowledged write that had reached a replica, unless
-    /// more than one node crashed or a partition began since it did.
+    /// more than one node crashed since it did, or a partition was on
+    /// since it was acknowledged.
     fn check_promotion(&mut self, i: usize, site: &SiteName, epoch: Epoch, world: &Shared) {
         let Some(head) = self.nodes[i]
             .disk
@@ -1509,13 +1510,16 @@ impl SiteLayer {
                 continue;
             }
             let crashes = self.crash_starts.iter().filter(|t| **t >= since).count();
-            // A partition since (or while) the write reached a replica can
+            // A partition since (or while) the write was acknowledged can
             // leave the only replicas holding it on the side that does not
-            // elect: a second fault, not this invariant's business.
+            // elect: a second fault, not this invariant's business. (Its
+            // replicas may pull it just after the heal, before they see
+            // the other side's new master: found by the simulator.)
+            let acked_at = self.snaps.get(g).map_or(since, |s| s.taken);
             let partitions = self
                 .partitions
                 .iter()
-                .any(|(_, end)| end.is_none_or(|e| e >= since));
+                .any(|(_, end)| end.is_none_or(|e| e >= acked_at));
             if crashes <= 1 && !partitions {
                 let what = format!(
                     "{} was promoted for {site} at epoch {epoch} with head seq {} that lacks {} \
