@@ -66,15 +66,16 @@ pub struct NodeConfig {
     /// enough stale "alive" members for a quorum (found by the simulator:
     /// both sides of a 9/11 split promoted). With `election_warmup`, the
     /// longest quiet spell seen in such a transition was 1.0 s over 1017
-    /// two-way partitions of 20 simulated nodes (ARCHITECTURE.md, "Election
-    /// timing").
+    /// two-way partitions of 20 simulated nodes (ARCHITECTURE.md, model/,
+    /// "Election timing"; `sim/quorum-gaps.py`).
     pub election_settle: Duration,
     /// A member counts toward the quorum of a promotion only once it has
     /// been alive this long in this node's view. chitchat's failure
     /// detector restarts its sampling for a member it hears of again (after
     /// a heal or a restart) and then takes several seconds to see that
     /// member die; in the simulator such members kept a minority's "quorum"
-    /// alive for up to 4 s after the rest of the other side was seen dead.
+    /// through quiet spells of up to 8 s after the rest of the other side
+    /// was seen dead.
     /// Keeping a master (and stepping down) uses the plain live count.
     pub election_warmup: Duration,
 }
