@@ -27,17 +27,17 @@
 #                            minutes, one fault every 15 s (≈ 3 s of CPU per
 #                            seed)
 #   sim/ci-sweep.sh sites-full  the site sweep: 200 seeds × 20 nodes ×
-#                            200 sites × 10 simulated minutes. ≈ 275 s of CPU
-#                            per seed (seed 1: 4 min 35 s), ≈ 7.7 h on 2
-#                            cores. Where it goes: chitchat itself (deltas of
-#                            hundreds of site keys, zstd-compressed with a
-#                            fresh context per message, and the live-node
-#                            watch that clones every node state each round)
-#                            is ≈ 10 s of CPU per seed already at 20 sites;
-#                            the rest is rebuilding and diffing each node's
-#                            view (20 members × 30–40 site keys, several
-#                            times a second) and planning the copies whose
-#                            inputs changed (ARCHITECTURE.md, sim/)
+#                            200 sites × 10 simulated minutes. ≈ 235 s of CPU
+#                            per seed (seed 1), ≈ 6.5 h on 2 cores. Where it
+#                            goes (perf, 150 simulated s): model::Node::handle
+#                            30% (diffing each new view against the last,
+#                            planning the sites that changed), rebuilding
+#                            views from chitchat state 19% (20 members × 30–40
+#                            site keys per node, several times a second),
+#                            chitchat itself 25% (its live-node watch clones
+#                            every node state each round; deltas of site keys
+#                            are zstd-compressed with a fresh context per
+#                            message), the sim's checks and drivers ≈ 15%
 #   sim/ci-sweep.sh long     2000 seeds × 20 nodes × 30 simulated minutes with
 #                            every fault kind, four times as often, gossip only
 #                            (≈ 3 h on 2 cores)
