@@ -6,18 +6,38 @@
 #
 #   sim/ci-sweep.sh          CI: 200 seeds × 20 nodes × 10 simulated minutes,
 #                            crashes, partitions and 1–5% loss episodes, gossip
-#                            only (≈ 4.5 min on 2 cores)
+#                            only (≈ 2.6 s of CPU per seed: ≈ 4.5 min on 2
+#                            cores)
+#   sim/ci-sweep.sh sites-ci the site sweep meant to replace it: 200 seeds ×
+#                            20 nodes × 20 sites × 90 simulated seconds,
+#                            every node running model::Node over a simulated
+#                            disk, clients writing 10/s, one fault every 12 s
+#                            (8 min 7 s of CPU for the 200 seeds, 2.4 s per
+#                            seed: ≈ 4 min on 2 idle cores; 15.6 min of wall
+#                            time measured at a load average of 5–12).
+#                            Not in CI yet, 3 of 200 seeds fail: 150 and 175
+#                            elect two masters at one epoch across a one-way
+#                            partition (side a hears side b's heartbeats in
+#                            its gossip digests, never its keys; 175 fails
+#                            with the old 3 s election_settle too), 159 keeps
+#                            a node that crashed during a partition live in
+#                            one view for > 14 s after the heal (chitchat
+#                            re-learns it and restarts its detector window)
 #   sim/ci-sweep.sh sites    40 seeds × 20 nodes × 20 sites × 2 simulated
-#                            minutes with model::Node, disks and clients
-#                            (≈ 2 min on 2 cores). Not in CI yet: seeds 11 and
-#                            31 still find model bugs (a busy master does not
-#                            step down at once; a replicated write lost after
-#                            one crash).
+#                            minutes, one fault every 15 s (≈ 3 s of CPU per
+#                            seed)
 #   sim/ci-sweep.sh sites-full  the issue's site sweep: 200 seeds × 20 nodes ×
-#                            200 sites × 10 simulated minutes (≈ 3.5 min of
-#                            wall time per seed, ≈ 6 h on 2 cores: two thirds
-#                            of it in model::Node::plan, which scans every
-#                            site and every gossip key on every event)
+#                            200 sites × 10 simulated minutes. ≈ 235 s of CPU
+#                            per seed (seed 1), ≈ 6.5 h on 2 cores. Where it
+#                            goes (perf, 150 simulated s): model::Node::handle
+#                            30% (diffing each new view against the last,
+#                            planning the sites that changed), rebuilding
+#                            views from chitchat state 19% (20 members × 30–40
+#                            site keys per node, several times a second),
+#                            chitchat itself 25% (its live-node watch clones
+#                            every node state each round; deltas of site keys
+#                            are zstd-compressed with a fresh context per
+#                            message), the sim's checks and drivers ≈ 15%
 #   sim/ci-sweep.sh long     2000 seeds × 20 nodes × 30 simulated minutes with
 #                            every fault kind, four times as often, gossip only
 #                            (≈ 3 h on 2 cores)
@@ -29,7 +49,7 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 mode="ci"
-if [[ "${1:-}" =~ ^(ci|long|sites|sites-full)$ ]]; then
+if [[ "${1:-}" =~ ^(ci|sites-ci|long|sites|sites-full)$ ]]; then
     mode="$1"
     shift
 fi
@@ -45,6 +65,12 @@ case "$mode" in
         # 8 loss episodes per seed.
         args=(--seeds 1..=200 --nodes 20 --sites 0 --duration 10m
               --faults crash,partition,loss --fault-gap 15s)
+        ;;
+    sites-ci)
+        # One fault every 12 s on average: ≈ 7 per seed (crashes,
+        # partitions, loss episodes).
+        args=(--seeds 1..=200 --nodes 20 --sites 20 --write-rate 10
+              --duration 90s --faults crash,partition,loss --fault-gap 12s)
         ;;
     sites)
         args=(--seeds 1..=40 --nodes 20 --sites 20 --write-rate 10

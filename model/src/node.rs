@@ -13,7 +13,9 @@
 //!   for a site waits for the outcome of the last.
 //! - A copy is promoted only when [`crate::election::master`] elects this
 //!   node, and demoted as soon as [`crate::election::should_step_down`] says
-//!   so; a demoted master stops serving before anything else happens to it.
+//!   so, or (quorum guard on) as soon as this node no longer sees a
+//!   majority alive; a demoted master stops serving before anything else
+//!   happens to it.
 //! - Nothing is destroyed except on a deletion tombstone: a diverged replica
 //!   is stashed (the driver keeps the data), never rolled back.
 //! - What the node publishes is derived from its state ([`Node::published`]),
@@ -43,7 +45,9 @@ impl Time {
 #[derive(Debug, Clone, PartialEq)]
 pub struct NodeConfig {
     pub name: NodeName,
-    /// Promote only with a majority of known members alive.
+    /// Promote, and keep serving as master, only while a majority of the
+    /// known members is alive: a master that loses sight of the majority
+    /// steps down, so a minority side of a partition serves no site.
     pub quorum_guard: bool,
     /// How often a master snapshots a changed site.
     pub snapshot_interval: Duration,
@@ -58,10 +62,22 @@ pub struct NodeConfig {
     pub election_grace: Duration,
     /// No promotion until the set of live members has been still this
     /// long. Failure detectors on one side of a partition see the other
-    /// side die one node at a time over a second or more; in between, a
-    /// minority still counts enough stale "alive" members for a quorum
-    /// (found by the simulator: both sides of a 9/11 split promoted).
+    /// side die one node at a time; in between, a minority still counts
+    /// enough stale "alive" members for a quorum (found by the simulator:
+    /// both sides of a 9/11 split promoted). With `election_warmup`, the
+    /// longest quiet spell seen in such a transition was 1.0 s over 1017
+    /// two-way partitions of 20 simulated nodes (ARCHITECTURE.md, model/,
+    /// "Election timing"; `sim/quorum-gaps.py`).
     pub election_settle: Duration,
+    /// A member counts toward the quorum of a promotion only once it has
+    /// been alive this long in this node's view. chitchat's failure
+    /// detector restarts its sampling for a member it hears of again (after
+    /// a heal or a restart) and then takes several seconds to see that
+    /// member die; in the simulator such members kept a minority's "quorum"
+    /// through quiet spells of up to 8 s after the rest of the other side
+    /// was seen dead.
+    /// Keeping a master (and stepping down) uses the plain live count.
+    pub election_warmup: Duration,
 }
 
 impl NodeConfig {
@@ -73,7 +89,8 @@ impl NodeConfig {
             retry_min: Duration::from_millis(200),
             retry_max: Duration::from_secs(10),
             election_grace: Duration::from_secs(5),
-            election_settle: Duration::from_secs(3),
+            election_settle: Duration::from_millis(1500),
+            election_warmup: Duration::from_secs(10),
         }
     }
 }
@@ -248,6 +265,32 @@ struct SiteView {
     deleted: BTreeSet<u64>,
 }
 
+/// What one member's gossip says about one site (the view, indexed).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct SiteKeys {
+    copy: Option<CopyState>,
+    spec: Option<SiteSpec>,
+    deleted: Option<u64>,
+}
+
+impl SiteKeys {
+    fn is_empty(&self) -> bool {
+        self.copy.is_none() && self.spec.is_none() && self.deleted.is_none()
+    }
+}
+
+/// What a site's published keys are derived from.
+type Derived = (
+    Option<(Role, Epoch, Option<Head>, Option<SiteSpec>)>,
+    Option<u64>,
+);
+
+fn key_site(k: &SiteKey) -> &SiteName {
+    match k {
+        SiteKey::Copy(s, _) | SiteKey::Spec(s, _) | SiteKey::Deleted(s, _) => s,
+    }
+}
+
 /// One member as the model sees it, from what gossip says about it: its
 /// liveness, whether it left, its zone and its key/value pairs (keys that
 /// are not site keys, or do not parse, are skipped). The daemon and the
@@ -356,8 +399,28 @@ pub struct Node {
     started_at: Time,
     /// When the set of live members last changed.
     membership_changed: Time,
+    /// Since when each live member (this node aside) has been alive in the
+    /// view, without a break.
+    alive_since: BTreeMap<NodeName, Time>,
     now: Time,
     view: View,
+    /// The view's site keys by site, then member: what planning a site
+    /// reads, kept up to date as views arrive.
+    index: BTreeMap<SiteName, BTreeMap<NodeName, SiteKeys>>,
+    /// Sites whose inputs changed since they were last planned (besides
+    /// the local copies, which are planned on every event: their timers).
+    dirty: BTreeSet<SiteName>,
+    /// Every site must be planned again: membership moved (quorum,
+    /// placement and liveness of holders feed every site's plan).
+    dirty_all: bool,
+    /// Whether placement wants this node for a site with that many
+    /// replicas, under the current live members (cleared when they move).
+    placed: BTreeMap<(SiteName, u8), bool>,
+    /// When the node last planned (`None`: never).
+    last_plan: Option<Time>,
+    /// Per site, what its published keys were derived from: (role, epoch,
+    /// head, spec) of the copy, and the tombstone.
+    published_from: BTreeMap<SiteName, Derived>,
     copies: BTreeMap<SiteName, Copy>,
     tombstones: BTreeMap<SiteName, u64>,
     /// Sites this node keeps a copy of regardless of placement
@@ -374,8 +437,15 @@ impl Node {
             started: false,
             started_at: Time(0),
             membership_changed: Time(0),
+            alive_since: BTreeMap::new(),
             now: Time(0),
             view: View::default(),
+            index: BTreeMap::new(),
+            dirty: BTreeSet::new(),
+            dirty_all: true,
+            placed: BTreeMap::new(),
+            last_plan: None,
+            published_from: BTreeMap::new(),
             copies: BTreeMap::new(),
             tombstones: BTreeMap::new(),
             pinned: BTreeSet::new(),
@@ -428,9 +498,15 @@ impl Node {
                         .map(|(n, _)| n.clone())
                         .collect()
                 };
-                if alive(&v) != alive(&self.view) {
+                let live = alive(&v);
+                if live != alive(&self.view) {
                     self.membership_changed = now;
+                    self.alive_since.retain(|n, _| live.contains(n));
+                    for n in live {
+                        self.alive_since.entry(n).or_insert(now);
+                    }
                 }
+                self.reindex(&v);
                 self.view = v;
             }
             Event::Tick => {}
@@ -438,6 +514,7 @@ impl Node {
                 if let Some(c) = self.copies.get_mut(&site) {
                     c.dirty = true;
                 }
+                self.dirty.insert(site);
             }
             Event::Create(spec) => {
                 let site = spec.name.clone();
@@ -461,6 +538,7 @@ impl Node {
                         takeover: None,
                     },
                 );
+                self.dirty.insert(site.clone());
                 self.actions.push_back(Action::Create { site, spec });
             }
             Event::Delete(site) => {
@@ -470,10 +548,14 @@ impl Node {
                     .and_then(|c| c.spec.as_ref().map(|s| s.id))
                     .or_else(|| self.site_view(&site).spec.map(|s| s.id));
                 if let Some(id) = id {
-                    self.tombstones.insert(site, id);
+                    self.tombstones.insert(site.clone(), id);
                 }
+                self.dirty.insert(site);
             }
-            Event::Done(site, outcome) => self.done(site, outcome),
+            Event::Done(site, outcome) => {
+                self.dirty.insert(site.clone());
+                self.done(site, outcome);
+            }
             Event::Flush(site) => {
                 if let Some(c) = self.copies.get_mut(&site)
                     && c.role == Role::Master
@@ -481,11 +563,14 @@ impl Node {
                     c.dirty = true;
                     c.flush = true;
                 }
+                self.dirty.insert(site);
             }
             Event::Pin(site) => {
+                self.dirty.insert(site.clone());
                 self.pinned.insert(site);
             }
             Event::Unpin(site) => {
+                self.dirty.insert(site.clone());
                 self.pinned.remove(&site);
             }
             Event::TakeOver {
@@ -506,6 +591,7 @@ impl Node {
                         until,
                     });
                 }
+                self.dirty.insert(site);
             }
         }
         if self.started {
@@ -528,6 +614,15 @@ impl Node {
         if self.started && self.now < elections {
             at(elections);
         }
+        if self.started {
+            // A member turning warm may complete a promotion's quorum.
+            for since in self.alive_since.values() {
+                let warm = since.plus(self.cfg.election_warmup);
+                if warm > self.now {
+                    at(warm);
+                }
+            }
+        }
         for c in self.copies.values() {
             if c.busy {
                 continue;
@@ -543,6 +638,11 @@ impl Node {
         // `now`, and nothing came of it: it must not be asked for again,
         // or the driver spins at one instant (found by the simulator).
         next.filter(|t| *t > self.now)
+    }
+
+    /// The last view fed to the node.
+    pub fn view(&self) -> &View {
+        &self.view
     }
 
     /// The gossip keys this node currently publishes.
@@ -638,40 +738,79 @@ impl Node {
             .filter(|(n, m)| (m.alive && !m.left) || **n == self.cfg.name)
     }
 
+    /// The membership that keeping a master looks at: every live member
+    /// counts.
     fn quorum(&self) -> Quorum {
-        quorum_of(&self.view, &self.cfg.name, self.cfg.quorum_guard)
+        self.quorum_of(|_| true)
+    }
+
+    /// The membership that a promotion looks at: a live member counts once
+    /// it has been alive for `election_warmup`.
+    fn promotion_quorum(&self) -> Quorum {
+        let now = self.now;
+        let warmup = self.cfg.election_warmup;
+        self.quorum_of(|n| {
+            self.alive_since
+                .get(n)
+                .is_some_and(|since| since.plus(warmup) <= now)
+        })
+    }
+
+    fn quorum_of(&self, counts: impl Fn(&NodeName) -> bool) -> Quorum {
+        // This node is a live member even before its view lists it.
+        let me = &self.cfg.name;
+        let listed = usize::from(self.view.members.contains_key(me));
+        let known = self
+            .view
+            .members
+            .iter()
+            .filter(|(n, m)| !m.left || *n == me)
+            .count()
+            + 1
+            - listed;
+        let alive = self
+            .live_members()
+            .filter(|(n, _)| *n == me || counts(n))
+            .count()
+            + 1
+            - listed;
+        let alive = alive.min(known);
+        Quorum {
+            known_members: known,
+            alive_members: alive,
+            guard: self.cfg.quorum_guard,
+        }
     }
 
     /// What the view says about `site`; this node's own entry comes from
     /// its local state, which is never older than what it gossiped.
     fn site_view(&self, site: &SiteName) -> SiteView {
         let mut sv = SiteView::default();
-        let mut best_spec: Option<SiteSpec> = None;
-        for (node, m) in &self.view.members {
-            for k in &m.keys {
-                match k {
-                    SiteKey::Copy(s, ck) if s == site && *node != self.cfg.name && !m.left => {
-                        sv.holders.push(Holder {
-                            node: node.clone(),
-                            alive: m.alive,
-                            copy: ck.state(),
-                        });
-                    }
-                    SiteKey::Spec(s, spec)
-                        if s == site
-                            && best_spec
-                                .as_ref()
-                                .is_none_or(|b| (spec.id, spec.version) > (b.id, b.version)) =>
-                    {
-                        best_spec = Some(spec.clone());
-                    }
-                    SiteKey::Deleted(s, id) if s == site => {
-                        sv.deleted.insert(*id);
-                    }
-                    _ => {}
-                }
+        let mut best_spec: Option<&SiteSpec> = None;
+        for (node, k) in self.index.get(site).into_iter().flatten() {
+            let Some(m) = self.view.members.get(node) else {
+                continue;
+            };
+            if let Some(copy) = k.copy
+                && *node != self.cfg.name
+                && !m.left
+            {
+                sv.holders.push(Holder {
+                    node: node.clone(),
+                    alive: m.alive,
+                    copy,
+                });
+            }
+            if let Some(spec) = &k.spec
+                && best_spec.is_none_or(|b| (spec.id, spec.version) > (b.id, b.version))
+            {
+                best_spec = Some(spec);
+            }
+            if let Some(id) = k.deleted {
+                sv.deleted.insert(id);
             }
         }
+        let best_spec = best_spec.cloned();
         if let Some(c) = self.copies.get(site)
             && let Some(head) = c.head()
         {
@@ -700,41 +839,117 @@ impl Node {
         sv
     }
 
-    fn sites(&self) -> BTreeSet<SiteName> {
-        let mut sites: BTreeSet<SiteName> = self.copies.keys().cloned().collect();
-        for m in self.view.members.values() {
-            for k in &m.keys {
-                match k {
-                    SiteKey::Copy(s, _) | SiteKey::Spec(s, _) | SiteKey::Deleted(s, _) => {
-                        sites.insert(s.clone());
+    /// Brings the index up to date with the view `v` that replaces
+    /// `self.view`, and marks what changed: the sites of every member whose
+    /// keys changed, or every site when a member's liveness, departure or
+    /// zone changed.
+    fn reindex(&mut self, v: &View) {
+        let old = &self.view;
+        let mut changed: Vec<(&NodeName, Option<&MemberView>, Option<&MemberView>)> = Vec::new();
+        for (name, m) in &v.members {
+            match old.members.get(name) {
+                Some(o) if o == m => {}
+                o => changed.push((name, o, Some(m))),
+            }
+        }
+        for (name, o) in &old.members {
+            if !v.members.contains_key(name) {
+                changed.push((name, Some(o), None));
+            }
+        }
+        for (name, o, m) in changed {
+            let flags = |x: Option<&MemberView>| x.map(|x| (x.alive, x.left, x.zone.clone()));
+            if flags(o) != flags(m) {
+                self.dirty_all = true;
+                self.placed.clear();
+            }
+            if o.map(|x| &x.keys) == m.map(|x| &x.keys) {
+                continue;
+            }
+            for k in o.map_or(&[][..], |x| &x.keys[..]) {
+                let site = key_site(k);
+                self.dirty.insert(site.clone());
+                if let Some(entries) = self.index.get_mut(site) {
+                    entries.remove(name);
+                    if entries.is_empty() {
+                        self.index.remove(site);
                     }
                 }
             }
-        }
-        sites
-    }
-
-    fn plan(&mut self) {
-        // Adopt every tombstone seen, so a deletion outlives its author.
-        for m in self.view.members.values() {
-            for k in &m.keys {
-                if let SiteKey::Deleted(s, id) = k {
-                    self.tombstones.insert(s.clone(), *id);
+            for k in m.map_or(&[][..], |x| &x.keys[..]) {
+                let site = key_site(k);
+                self.dirty.insert(site.clone());
+                let entry = self
+                    .index
+                    .entry(site.clone())
+                    .or_default()
+                    .entry(name.clone())
+                    .or_default();
+                match k {
+                    SiteKey::Copy(_, ck) => entry.copy = Some(ck.state()),
+                    SiteKey::Spec(_, spec) => entry.spec = Some(spec.clone()),
+                    SiteKey::Deleted(_, id) => entry.deleted = Some(*id),
                 }
             }
         }
-        for site in self.sites() {
-            self.plan_site(&site);
-        }
-        self.publish();
+        self.index.retain(|_, entries| {
+            entries.retain(|_, k| !k.is_empty());
+            !entries.is_empty()
+        });
     }
 
-    fn plan_site(&mut self, site: &SiteName) {
+    /// Plans the sites whose inputs changed, and the local copies whose
+    /// time came: a retry or snapshot time, or (for every copy) the opening
+    /// of the election window or a member turning warm, since the last
+    /// plan. Planning a site again with unchanged inputs and no such time
+    /// passed would do nothing: whatever it decided last time either led
+    /// to an action (the copy is busy until its `Done`) or still holds.
+    fn plan(&mut self) {
+        let now = self.now;
+        let since = self.last_plan.replace(now);
+        let came = |t: Time| since.is_none_or(|s| s < t) && t <= now;
+        let mut sites = std::mem::take(&mut self.dirty);
+        if std::mem::take(&mut self.dirty_all) {
+            sites.extend(self.index.keys().cloned());
+        }
+        let elections = came(self.started_at.plus(self.cfg.election_grace))
+            || came(self.membership_changed.plus(self.cfg.election_settle))
+            || self
+                .alive_since
+                .values()
+                .any(|t| came(t.plus(self.cfg.election_warmup)));
+        for (site, c) in &self.copies {
+            if elections
+                || came(c.retry_at)
+                || (c.dirty && came(c.last_snapshot.plus(self.cfg.snapshot_interval)))
+            {
+                sites.insert(site.clone());
+            }
+        }
+        // Adopt every tombstone seen, so a deletion outlives its author
+        // (the view's, where there is one).
+        for site in &sites {
+            if let Some(id) = self
+                .index
+                .get(site)
+                .and_then(|e| e.values().filter_map(|k| k.deleted).next_back())
+            {
+                self.tombstones.insert(site.clone(), id);
+            }
+        }
+        let quorum = self.quorum();
+        let promotion = self.promotion_quorum();
+        for site in &sites {
+            self.plan_site(site, quorum, promotion);
+        }
+        self.publish(&sites);
+    }
+
+    fn plan_site(&mut self, site: &SiteName, quorum: Quorum, promotion: Quorum) {
         let sv = self.site_view(site);
         let me = self.cfg.name.clone();
         let now = self.now;
-        let quorum = self.quorum();
-        let decision = election::master(site, &sv.holders, quorum);
+        let decision = election::master(site, &sv.holders, promotion);
 
         let Some(c) = self.copies.get(site) else {
             // No copy here: take one if placement wants this node and a
@@ -750,12 +965,20 @@ impl Node {
             else {
                 return;
             };
-            let live = self
-                .live_members()
-                .map(|(n, m)| (n, m.zone.as_ref()))
-                .collect::<Vec<_>>();
-            let wanted = placement(site, live, usize::from(spec.replicas.max(1)));
-            if master != me && (wanted.contains(&me) || self.pinned.contains(site)) {
+            let replicas = spec.replicas.max(1);
+            let wanted = match self.placed.get(&(site.clone(), replicas)) {
+                Some(w) => *w,
+                None => {
+                    let live = self
+                        .live_members()
+                        .map(|(n, m)| (n, m.zone.as_ref()))
+                        .collect::<Vec<_>>();
+                    let w = placement(site, live, usize::from(replicas)).contains(&me);
+                    self.placed.insert((site.clone(), replicas), w);
+                    w
+                }
+            };
+            if master != me && (wanted || self.pinned.contains(site)) {
                 self.copies.insert(
                     site.clone(),
                     Copy {
@@ -784,7 +1007,15 @@ impl Node {
         // action in flight (found by the simulator): its role flips now,
         // and the `Demote` that makes the copy read-only follows when the
         // copy is free.
-        if c.role == Role::Master && should_step_down(site, &me, &sv.holders) {
+        // A master also stops serving when, with the quorum guard on, it
+        // no longer sees a majority alive: the majority may elect another
+        // master (after its failure detector and `election_settle`), and
+        // writes this side acknowledged meanwhile would be left in a stash
+        // (found by the simulator: a minority master kept acknowledging
+        // writes through a partition, its replicas pulled them after the
+        // heal, and they were lost from the history that won).
+        let no_quorum = self.cfg.quorum_guard && !quorum.allows_promotion();
+        if c.role == Role::Master && (no_quorum || should_step_down(site, &me, &sv.holders)) {
             // The epoch of the claim that fenced this one: never a pending
             // election's (fence + 1), which would fence the live claim this
             // node merely cannot see alive yet, and discard its writes
@@ -935,10 +1166,43 @@ impl Node {
         }
     }
 
-    /// Diffs the keys this node should publish against what it published.
-    fn publish(&mut self) {
+    /// Diffs the keys this node should publish about `sites` against what
+    /// it published (the keys of other sites did not change).
+    fn publish(&mut self, sites: &BTreeSet<SiteName>) {
         let mut want: BTreeMap<String, String> = BTreeMap::new();
-        for (site, c) in &self.copies {
+        let mut mine: BTreeSet<String> = BTreeSet::new();
+        for site in sites {
+            let copy = self.copies.get(site);
+            let tombstone = self.tombstones.get(site).copied();
+            let unchanged = self.published_from.get(site).is_some_and(|(from, t)| {
+                *t == tombstone
+                    && match (from, copy) {
+                        (None, None) => true,
+                        (Some((role, epoch, head, spec)), Some(c)) => {
+                            *role == c.role
+                                && *epoch == c.epoch
+                                && *head == c.head()
+                                && spec.as_ref() == c.spec.as_ref()
+                        }
+                        _ => false,
+                    }
+            });
+            if unchanged {
+                continue;
+            }
+            self.published_from.insert(
+                site.clone(),
+                (
+                    copy.map(|c| (c.role, c.epoch, c.head(), c.spec.clone())),
+                    tombstone,
+                ),
+            );
+            mine.insert(site::site_key(site));
+            mine.insert(site::spec_key(site));
+            mine.insert(site::deleted_key(site));
+            let Some(c) = copy else {
+                continue;
+            };
             let (Some(head), Some(spec)) = (c.head(), c.spec.as_ref()) else {
                 continue;
             };
@@ -956,14 +1220,14 @@ impl Node {
                 want.insert(site::spec_key(site), site::encode_spec(spec));
             }
         }
-        for (site, id) in &self.tombstones {
-            want.insert(site::deleted_key(site), id.to_string());
+        for site in sites {
+            if let Some(id) = self.tombstones.get(site) {
+                want.insert(site::deleted_key(site), id.to_string());
+            }
         }
-        let gone: Vec<String> = self
-            .published
-            .keys()
-            .filter(|k| !want.contains_key(*k))
-            .cloned()
+        let gone: Vec<String> = mine
+            .into_iter()
+            .filter(|k| self.published.contains_key(k) && !want.contains_key(k))
             .collect();
         for key in gone {
             self.published.remove(&key);
@@ -1165,11 +1429,15 @@ mod tests {
         let mut v = master_view(false);
         v.members.get_mut(&n("c")).expect("c").keys =
             vec![SiteKey::Copy(s("blog"), copy_key(Role::Replica, 1, 4))];
-        // After the election grace that follows a start, and once the
-        // live set has been still for the settle time.
+        // After the election grace that follows a start, once the live set
+        // has been still for the settle time, and once c (needed for the
+        // quorum) has been alive for the warm-up.
         b.handle(Time(1), Event::View(v.clone()));
         assert!(drain(&mut b).is_empty());
         b.handle(Time(5000), Event::Tick);
+        assert!(drain(&mut b).is_empty(), "c is not warm yet");
+        assert_eq!(b.poll_timeout(), Some(Time(10_001)));
+        b.handle(Time(10_001), Event::Tick);
         let acts = drain(&mut b);
         assert_eq!(
             acts[0],
@@ -1277,6 +1545,94 @@ mod tests {
             Event::Done(s("blog"), Outcome::Snapshot(Ok(head(6)))),
         );
         assert!(drain(&mut a).contains(&Action::Demote { site: s("blog") }));
+    }
+
+    #[test]
+    fn a_master_that_loses_the_majority_steps_down_and_is_elected_again_later() {
+        // Found by the simulator (seed 11 of the site sweep): a master cut
+        // off in a minority kept acknowledging writes while the majority
+        // promoted another copy; its replicas pulled them after the heal,
+        // then they were stashed, off the history that won.
+        let mut a = started(
+            "a",
+            vec![LocalCopy {
+                site: s("blog"),
+                role: Role::Master,
+                epoch: Epoch(1),
+                chain: vec![head(5)],
+                spec: Some(spec("blog", 3)),
+            }],
+        );
+        let mut v = master_view(true);
+        a.handle(Time(6000), Event::View(v.clone()));
+        assert!(drain(&mut a).is_empty());
+        // b and c vanish: a sees 1 of 3 alive.
+        v.members.get_mut(&n("b")).expect("b").alive = false;
+        v.members.get_mut(&n("c")).expect("c").alive = false;
+        a.handle(Time(7000), Event::View(v.clone()));
+        let acts = drain(&mut a);
+        assert!(
+            acts.contains(&Action::Demote { site: s("blog") }),
+            "{acts:?}"
+        );
+        assert!(acts.contains(&Action::Persist {
+            site: s("blog"),
+            role: Role::Replica,
+            epoch: Epoch(1)
+        }));
+        assert_eq!(a.copy(&s("blog")).map(|c| c.0), Some(Role::Replica));
+        a.handle(
+            Time(7001),
+            Event::Done(s("blog"), Outcome::Switched(Ok(()))),
+        );
+        drain(&mut a);
+        // Without quorum, no election either, however long it waits.
+        a.handle(Time(20_000), Event::Tick);
+        assert!(drain(&mut a).is_empty());
+        // The majority is back and no one else claimed the site: a, with
+        // the newest copy, is elected again once membership settled.
+        v.members.get_mut(&n("b")).expect("b").alive = true;
+        v.members.get_mut(&n("a")).expect("a").keys =
+            vec![SiteKey::Copy(s("blog"), copy_key(Role::Replica, 1, 5))];
+        a.handle(Time(21_000), Event::View(v));
+        assert!(drain(&mut a).is_empty(), "not before the settle time");
+        // Settled at 22.5 s, but b counts for a promotion only once it has
+        // been alive for the warm-up.
+        assert_eq!(a.poll_timeout(), Some(Time(22_500)));
+        a.handle(Time(22_500), Event::Tick);
+        assert!(drain(&mut a).is_empty(), "b is not warm yet");
+        assert_eq!(a.poll_timeout(), Some(Time(31_000)));
+        a.handle(Time(31_000), Event::Tick);
+        assert!(drain(&mut a).contains(&Action::Promote {
+            site: s("blog"),
+            epoch: Epoch(2)
+        }));
+
+        // With the guard off, a master without a majority keeps serving.
+        let mut cfg = NodeConfig::new(n("a"));
+        cfg.quorum_guard = false;
+        let mut free = Node::new(cfg);
+        free.handle(
+            Time(0),
+            Event::Start(vec![LocalCopy {
+                site: s("blog"),
+                role: Role::Master,
+                epoch: Epoch(1),
+                chain: vec![head(5)],
+                spec: Some(spec("blog", 3)),
+            }]),
+        );
+        drain(&mut free);
+        let mut lonely = master_view(true);
+        lonely.members.get_mut(&n("b")).expect("b").alive = false;
+        lonely.members.get_mut(&n("c")).expect("c").alive = false;
+        free.handle(Time(7000), Event::View(lonely));
+        assert!(
+            !drain(&mut free)
+                .iter()
+                .any(|x| matches!(x, Action::Demote { .. }))
+        );
+        assert_eq!(free.copy(&s("blog")).map(|c| c.0), Some(Role::Master));
     }
 
     #[test]
@@ -1424,17 +1780,19 @@ mod tests {
         // set has been still for `election_settle`.
         let mut b = started("b", vec![local(Role::Replica, 1, 5)]);
         let mut v = master_view(true);
-        b.handle(Time(6000), Event::View(v.clone()));
+        b.handle(Time(1), Event::View(v.clone()));
         drain(&mut b);
         v.members.get_mut(&n("a")).expect("a").alive = false;
-        b.handle(Time(7000), Event::View(v.clone()));
+        b.handle(Time(12_000), Event::View(v.clone()));
         assert!(
             !drain(&mut b)
                 .iter()
                 .any(|x| matches!(x, Action::Promote { .. }))
         );
-        assert_eq!(b.poll_timeout(), Some(Time(10_000)));
-        b.handle(Time(10_000), Event::Tick);
+        assert_eq!(b.poll_timeout(), Some(Time(13_500)));
+        b.handle(Time(13_499), Event::Tick);
+        assert!(drain(&mut b).is_empty());
+        b.handle(Time(13_500), Event::Tick);
         assert!(drain(&mut b).contains(&Action::Promote {
             site: s("blog"),
             epoch: Epoch(2)

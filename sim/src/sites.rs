@@ -108,6 +108,8 @@ pub struct SiteSettings {
     /// replica count within this bound.
     pub settle: Duration,
     pub broken: Option<Broken>,
+    /// Replaces `model::NodeConfig::election_settle`, for experiments only.
+    pub election_settle: Option<Duration>,
 }
 
 impl Default for SiteSettings {
@@ -122,6 +124,7 @@ impl Default for SiteSettings {
             transfer_timeout: Duration::from_secs(5),
             settle: Duration::from_secs(60),
             broken: None,
+            election_settle: None,
         }
     }
 }
@@ -183,15 +186,63 @@ struct Mem {
     generation: u64,
     node: Node,
     /// Parsed members by chitchat id, at the max version they were parsed.
-    cache: BTreeMap<ChitchatId, (u64, MemberView)>,
+    cache: BTreeMap<ChitchatId, Parsed>,
     /// (name, generation, max version, alive, left) of the last view.
     fingerprint: Vec<(NodeName, u64, u64, bool, bool)>,
-    /// The last view built from chitchat (unmutated).
+    /// The last view built from chitchat (unmutated), until it is fed to
+    /// the model, which keeps it ([`Mem::view`]); kept here only when the
+    /// model gets a mutated one ([`Broken::IgnoreEpochs`]).
     view: View,
     /// Per site: the highest epoch any other copy in `view` carries.
     fence: BTreeMap<SiteName, (Epoch, NodeName)>,
     waiters: BTreeMap<SiteName, Waiters>,
     timer: Option<Time>,
+}
+
+/// A member's keys as last parsed: at which max version, the member view,
+/// and each key's version and parse (so a new version re-parses only the
+/// keys that changed; a key's value changes only with its version).
+struct Parsed {
+    version: u64,
+    member: MemberView,
+    keys: BTreeMap<String, (u64, Option<SiteKey>)>,
+}
+
+/// `model::member_view` over `state`'s key/values, reusing the parses of
+/// keys whose version did not change since `old`.
+fn parse_member(state: &chitchat::NodeState, old: Option<Parsed>) -> Parsed {
+    let mut keys = old.map(|p| p.keys).unwrap_or_default();
+    let mut live = 0;
+    for (k, v) in state.key_values_including_deleted() {
+        if v.is_deleted() {
+            continue;
+        }
+        live += 1;
+        match keys.get_mut(k) {
+            Some((version, _)) if *version == v.version => {}
+            Some(entry) => *entry = (v.version, model::site::parse_site_key(k, &v.value)),
+            None => {
+                keys.insert(
+                    k.to_owned(),
+                    (v.version, model::site::parse_site_key(k, &v.value)),
+                );
+            }
+        }
+    }
+    if keys.len() != live {
+        keys.retain(|k, _| state.get(k).is_some());
+    }
+    let site_keys = keys.values().filter_map(|(_, p)| p.clone()).collect();
+    Parsed {
+        version: state.max_version(),
+        member: MemberView {
+            alive: false,
+            left: false,
+            zone: None,
+            keys: site_keys,
+        },
+        keys,
+    }
 }
 
 /// A node's disk: survives crashes.
@@ -525,7 +576,11 @@ impl SiteLayer {
                 spec,
             });
         }
-        let mut node = Node::new(NodeConfig::new(self.nodes[i].name.clone()));
+        let mut cfg = NodeConfig::new(self.nodes[i].name.clone());
+        if let Some(settle) = self.settings.election_settle {
+            cfg.election_settle = settle;
+        }
+        let mut node = Node::new(cfg);
         node.handle(ms(now), Event::Start(copies));
         self.nodes[i].mem = Some(Mem {
             generation,
@@ -552,8 +607,8 @@ impl SiteLayer {
             SiteEvent::Step => {
                 for i in 0..self.nodes.len() {
                     if self.nodes[i].mem.is_some() && self.refresh_view(i, nodes).await {
-                        self.feed(i, now, Event::View(self.model_view(i)), nodes, world)
-                            .await;
+                        let view = self.model_view(i);
+                        self.feed(i, now, Event::View(view), nodes, world).await;
                     }
                 }
                 self.outbox.push((now + self.interval, SiteEvent::Step));
@@ -604,14 +659,20 @@ impl SiteLayer {
         self.drive(i, nodes, world).await;
     }
 
-    /// The view the model is fed: the one built from chitchat, or for
-    /// [`Broken::IgnoreEpochs`] the same with every other copy at epoch 0.
-    fn model_view(&self, i: usize) -> View {
-        let mem = self.nodes[i].mem.as_ref().expect("a running node");
+    /// The view the model is fed: the one built from chitchat (handed
+    /// over), or for [`Broken::IgnoreEpochs`] a copy with every other copy
+    /// at epoch 0.
+    fn model_view(&mut self, i: usize) -> View {
+        let me = self.nodes[i].name.clone();
+        let broken = self.settings.broken;
+        let mem = self.nodes[i].mem.as_mut().expect("a running node");
+        if broken != Some(Broken::IgnoreEpochs) {
+            return std::mem::take(&mut mem.view);
+        }
         let mut view = mem.view.clone();
-        if self.settings.broken == Some(Broken::IgnoreEpochs) {
+        {
             for (name, m) in &mut view.members {
-                if *name == self.nodes[i].name {
+                if *name == me {
                     continue;
                 }
                 for k in &mut m.keys {
@@ -673,16 +734,16 @@ impl SiteLayer {
         let mut fingerprint = Vec::with_capacity(newest.len());
         for (name, (id, state, alive, left)) in newest {
             let version = state.max_version();
-            let member = match mem.cache.remove(id) {
-                Some((v, m)) if v == version => m,
-                _ => model::member_view(alive, left, None, state.key_values()),
+            let parsed = match mem.cache.remove(id) {
+                Some(p) if p.version == version => p,
+                old => parse_member(state, old),
             };
-            let mut shown = member.clone();
+            let mut shown = parsed.member.clone();
             shown.alive = alive;
             shown.left = left;
             fingerprint.push((name.clone(), id.generation_id, version, alive, left));
             view.members.insert(name, shown);
-            cache.insert(id.clone(), (version, member));
+            cache.insert(id.clone(), parsed);
         }
         drop(c);
         let mut fence: BTreeMap<SiteName, (Epoch, NodeName)> = BTreeMap::new();
@@ -1428,7 +1489,8 @@ impl SiteLayer {
 
     /// Replicated writes survive a single crash: a node promoted for a site
     /// holds every acknowledged write that had reached a replica, unless
-    /// more than one node crashed or a partition began since it did.
+    /// more than one node crashed since it did, or a partition was on
+    /// since it was acknowledged.
     fn check_promotion(&mut self, i: usize, site: &SiteName, epoch: Epoch, world: &Shared) {
         let Some(head) = self.nodes[i]
             .disk
@@ -1448,13 +1510,16 @@ impl SiteLayer {
                 continue;
             }
             let crashes = self.crash_starts.iter().filter(|t| **t >= since).count();
-            // A partition since (or while) the write reached a replica can
+            // A partition since (or while) the write was acknowledged can
             // leave the only replicas holding it on the side that does not
-            // elect: a second fault, not this invariant's business.
+            // elect: a second fault, not this invariant's business. (Its
+            // replicas may pull it just after the heal, before they see
+            // the other side's new master: found by the simulator.)
+            let acked_at = self.snaps.get(g).map_or(since, |s| s.taken);
             let partitions = self
                 .partitions
                 .iter()
-                .any(|(_, end)| end.is_none_or(|e| e >= since));
+                .any(|(_, end)| end.is_none_or(|e| e >= acked_at));
             if crashes <= 1 && !partitions {
                 let what = format!(
                     "{} was promoted for {site} at epoch {epoch} with head seq {} that lacks {} \
@@ -1552,7 +1617,12 @@ impl SiteLayer {
         let entry = up[self.rng.index(up.len())];
         let k = self.rng.index(self.specs.len());
         let site = &self.specs[k].name;
-        let view = &self.nodes[entry].mem.as_ref().expect("up").view;
+        let mem = self.nodes[entry].mem.as_ref().expect("up");
+        let view = if self.settings.broken == Some(Broken::IgnoreEpochs) {
+            &mem.view
+        } else {
+            mem.node.view()
+        };
         let Some(target) = model::serving_master(view, site).and_then(|(n, _)| node_of(&n)) else {
             self.stats.writes_unroutable += 1;
             return;

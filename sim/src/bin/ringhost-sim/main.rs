@@ -56,6 +56,10 @@ struct Cli {
     /// healed.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     site_settle: Duration,
+    /// Overrides the model's election settle time (`NodeConfig::
+    /// election_settle`), for experiments.
+    #[arg(long, value_parser = parse_duration)]
+    election_settle: Option<Duration>,
     /// Runs a deliberately broken variant (simulator-side only), to show
     /// the invariants catch it: ignore-epochs or blind-rollback.
     #[arg(long)]
@@ -182,6 +186,7 @@ impl Cli {
         config.site.write_rate = self.write_rate;
         config.site.settle = self.site_settle;
         config.site.broken = self.broken;
+        config.site.election_settle = self.election_settle;
         if let Some(interval) = self.gossip_interval {
             config.gossip.interval = interval;
         }
@@ -214,6 +219,9 @@ impl Cli {
         }
         if self.site_settle != defaults.site.settle {
             cmd += &format!(" --site-settle {}", arg_duration(self.site_settle));
+        }
+        if let Some(d) = self.election_settle {
+            cmd += &format!(" --election-settle {}", arg_duration(d));
         }
         if let Some(broken) = self.broken {
             cmd += &format!(" --broken {broken}");
