@@ -3,7 +3,10 @@
 //! copies, and clients asking for the site through every other node every
 //! 50 ms. `kill -9` of the master → the time until the site answers 200
 //! again (from the new master) through every surviving node. Then the old
-//! master restarts and rejoins as a replica, and the next trial begins.
+//! master restarts and rejoins as a replica, and the next trial begins once
+//! the cluster has settled (every member alive for the election warm-up,
+//! 10 s: a member restarted more recently does not yet count toward a
+//! promotion's quorum, and if the election picks it, it waits that long).
 //!
 //! Run: `cargo bench --bench failover` (options after `--`: `--trials N`,
 //! default 10). Needs root, `ip netns`, iptables and zfs-fuse.
@@ -68,11 +71,19 @@ fn main() {
         return;
     }
     let mut bed = Bed::start("fo-bench", 5, &[]);
+    let mut settled = Instant::now();
     bed.create_history_site(3);
     wait_replicated(&bed, Duration::from_secs(30));
     let all: Vec<usize> = (0..5).collect();
     let mut times = Vec::new();
     for trial in 1..=trials {
+        // A settled cluster: every member has been alive for the model's
+        // election warm-up (a member that joined or restarted more recently
+        // does not count toward a promotion's quorum yet).
+        let warmup = model::NodeConfig::new("n1".parse().expect("name")).election_warmup;
+        std::thread::sleep(
+            (settled + warmup + Duration::from_secs(1)).saturating_duration_since(Instant::now()),
+        );
         let (old, epoch) = bed.wait_served(&all, Duration::from_secs(30));
         let m = (0..5)
             .find(|&k| name(k) == old)
@@ -112,6 +123,7 @@ fn main() {
         ));
         times.push(worst.as_secs_f64());
         bed.restart(m);
+        settled = Instant::now();
         bed.wait_alive(&all, Duration::from_secs(30));
         bed.wait_served(&all, Duration::from_secs(30));
         wait_replicated(&bed, Duration::from_secs(60));
