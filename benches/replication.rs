@@ -8,7 +8,10 @@
 //!
 //! Run: `cargo bench --bench replication` (as root, with ZFS). Options after
 //! `--`: `--reps N` (default 3), `--lag-secs N` (default 20), `--sites N`
-//! (default 50).
+//! (default 50; 0 skips the lag part). `RINGHOST_BENCH_LOG` sets the nodes'
+//! log filter; `RINGHOST_BENCH_LOG_DIR=DIR` copies both nodes' logs of the
+//! throughput part there. Each rep prints the machine's load average: the
+//! figures are only comparable within one run.
 
 #![allow(clippy::disallowed_methods, clippy::print_stdout, clippy::print_stderr)] // a benchmark measures wall time and prints
 
@@ -194,20 +197,25 @@ fn throughput(reps: u64) {
         assert!(inc.status.success(), "{inc:?}");
         let mib = (size >> 20) as f64;
         println!(
-            "  rep {}: mesh transfer {:.2} s ({:.0} MiB/s; {:.2} s from the master's snapshot, gossip included), local pipe {:.2} s ({:.0} MiB/s), ratio {:.2}",
+            "  rep {}: mesh transfer {:.2} s ({:.0} MiB/s; {:.2} s from the master's snapshot, gossip included), local pipe {:.2} s ({:.0} MiB/s), ratio {:.2}; load {}",
             rep + 1,
             mesh,
             mib / mesh,
             e2e,
             pipe,
             mib / pipe,
-            pipe / mesh
+            pipe / mesh,
+            load()
         );
         e2e_ratios.push(pipe / e2e);
         ratios.push(pipe / mesh);
         mesh_rates.push(mib / mesh);
         pipe_rates.push(mib / pipe);
         zfs(&["destroy", "-r", &dst]);
+        if let Ok(d) = std::env::var("RINGHOST_BENCH_LOG_DIR") {
+            let _ = std::fs::write(format!("{d}/master.log"), nodes[mi].log_text());
+            let _ = std::fs::write(format!("{d}/replica.log"), nodes[ri].log_text());
+        }
     }
     let _ = Command::new("zpool")
         .args(["destroy", "-f", &ref_pool])
@@ -219,6 +227,14 @@ fn throughput(reps: u64) {
         median(&mut ratios),
         median(&mut e2e_ratios)
     );
+}
+
+/// The 1-minute load average: other work on the machine skews both sides.
+fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".into())
 }
 
 /// `2026-11-25T16:27:54.719041Z` → seconds since midnight.
