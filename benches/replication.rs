@@ -2,7 +2,8 @@
 //!
 //! 1. throughput of a 200 MiB change replicated over the QUIC mesh, against
 //!    `zfs send -i | zfs recv` of the very same increment piped on the same
-//!    machine, as a ratio measured in the same run (3 interleaved reps);
+//!    machine into a reference replica with the same chain, as a ratio
+//!    measured in the same run (3 interleaved reps);
 //! 2. replication lag (master's snapshot → replica holds it) p50/p99 for 50
 //!    sites each changed once a second, from the nodes' own log timestamps.
 //!
@@ -127,7 +128,7 @@ fn throughput(reps: u64) {
     let ri = 1 - mi;
     let master_pool = nodes[mi].pool().expect("pool");
     // The reference receiver: a pool of its own, destroyed at the end.
-    let ref_pool = format!("rhbench{}", std::process::id());
+    let ref_pool = format!("rh-bench-{}", std::process::id());
     let ref_img = env.path().join("ref.img");
     std::fs::File::create(&ref_img)
         .and_then(|f| f.set_len(2 << 30))
@@ -144,6 +145,7 @@ fn throughput(reps: u64) {
     let mut pipe_rates = Vec::new();
     let mut e2e_ratios = Vec::new();
     let size = 200u64 << 20;
+    let dst = format!("{ref_pool}/r");
     for rep in 0..reps {
         random_file(&dir.join("data.bin"), 1000 + rep, size as usize);
         ringhost(&nodes[mi], &["site", "push", "big", p(&dir)]);
@@ -177,17 +179,20 @@ fn throughput(reps: u64) {
             _ => e2e,
         };
 
-        // The same increment, piped locally.
+        // The same increment, piped locally into a reference replica that
+        // follows the same chain in a pool of the same size, so both
+        // receivers hold the same data (a fuller pool receives slower).
         let ds = format!("{master_pool}/sites/big");
         let to = format!("{ds}@ringhost-{}", target.0);
         let from = format!("@ringhost-{}", target.0 - 1);
-        let dst = format!("{ref_pool}/r{rep}");
-        let base = format!("{ds}{from}");
-        let full = Command::new("sh")
-            .args(["-c", &format!("zfs send {base} | zfs recv {dst}")])
-            .output()
-            .expect("sh");
-        assert!(full.status.success(), "{full:?}");
+        if rep == 0 {
+            let base = format!("{ds}{from}");
+            let full = Command::new("sh")
+                .args(["-c", &format!("zfs send {base} | zfs recv {dst}")])
+                .output()
+                .expect("sh");
+            assert!(full.status.success(), "{full:?}");
+        }
         let t1 = Instant::now();
         let inc = Command::new("sh")
             .args(["-c", &format!("zfs send -i {from} {to} | zfs recv {dst}")])
@@ -211,12 +216,12 @@ fn throughput(reps: u64) {
         ratios.push(pipe / mesh);
         mesh_rates.push(mib / mesh);
         pipe_rates.push(mib / pipe);
-        zfs(&["destroy", "-r", &dst]);
         if let Ok(d) = std::env::var("RINGHOST_BENCH_LOG_DIR") {
             let _ = std::fs::write(format!("{d}/master.log"), nodes[mi].log_text());
             let _ = std::fs::write(format!("{d}/replica.log"), nodes[ri].log_text());
         }
     }
+    zfs(&["destroy", "-r", &dst]);
     let _ = Command::new("zpool")
         .args(["destroy", "-f", &ref_pool])
         .output();

@@ -183,6 +183,24 @@ impl Cli {
         }
     }
 
+    /// A property of `dataset`, or `None` when the dataset does not exist
+    /// (one call where `exists` and `get` would take two).
+    fn get_if_exists(&self, prop: &str, dataset: &str) -> Result<Option<String>> {
+        let args = ["get", "-H", "-p", "-o", "value", prop, dataset];
+        let out = self.zfs_out(&args)?;
+        if out.status.success() {
+            Ok(Some(
+                String::from_utf8_lossy(&out.stdout)
+                    .trim_end_matches('\n')
+                    .to_owned(),
+            ))
+        } else if stderr_of(&out).contains("does not exist") {
+            Ok(None)
+        } else {
+            Err(command_error(&self.zfs, &args, &out))
+        }
+    }
+
     fn get(&self, prop: &str, dataset: &str) -> Result<String> {
         Ok(self
             .zfs(&["get", "-H", "-p", "-o", "value", prop, dataset])?
@@ -708,6 +726,15 @@ impl ZfsStore {
 
     fn receive_inner(&self, site: &SiteName, stream: &mut dyn Read) -> Result<Snapshot> {
         let ds = self.dataset(site);
+        // What is here, asked before the stream's first bytes arrive: over
+        // the mesh these queries overlap the sender starting `zfs send`.
+        let mountpoint = self.cli.get_if_exists("mountpoint", &ds)?;
+        let existed = mountpoint.is_some();
+        let chain = if existed {
+            Some(self.chain(&ds)?)
+        } else {
+            None
+        };
         let mut head = vec![0u8; STREAM_HEADER_LEN];
         let mut got = 0;
         while got < head.len() {
@@ -732,12 +759,6 @@ impl ZfsStore {
             Ok(Some(h)) if got == STREAM_HEADER_LEN => h,
             Ok(_) => return Err(corrupt(format!("stream ends after {got} bytes"))),
             Err(reason) => return Err(corrupt(reason)),
-        };
-        let existed = self.cli.exists(&ds)?;
-        let chain = if existed {
-            Some(self.chain(&ds)?)
-        } else {
-            None
         };
         check_receive(site, chain.as_deref(), header)?;
 
@@ -786,8 +807,7 @@ impl ZfsStore {
             "ran"
         );
         if out.status.success() && read_error.is_none() {
-            let mp = self.cli.get("mountpoint", &ds)?;
-            if existed && is_fuse_mount(&mp) {
+            if mountpoint.as_deref().is_some_and(is_fuse_mount) {
                 // zfs-fuse does not invalidate the kernel's cache of the
                 // replica's files: remount before anything here reads them.
                 self.stale
