@@ -238,4 +238,8 @@ pub struct NodeArgs {
     /// IP:PORT (repeat for more).
     #[arg(long = "https", value_name = "ADDR")]
     pub https: Vec<String>,
+    /// Client connections held at once over all listeners (default 16384,
+    /// lowered to fit the open-file limit); past it, new clients wait.
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
 }

@@ -40,6 +40,7 @@ pub struct ProxyFile {
     pub http: OneOrMany,
     #[serde(default)]
     pub https: OneOrMany,
+    pub max_connections: Option<usize>,
 }
 
 /// A TOML value that is one string or a list of strings.
@@ -130,6 +131,9 @@ pub struct NodeSettings {
     pub http: Vec<SocketAddr>,
     /// TLS passthrough listen addresses (may be empty).
     pub https: Vec<SocketAddr>,
+    /// Client connections held at once over all listeners (before fitting
+    /// to the file descriptor limit).
+    pub max_connections: usize,
 }
 
 /// Flags of `ringhost node` that override the file.
@@ -154,6 +158,7 @@ pub struct Overrides {
     pub keep_daily: Option<String>,
     pub http: Vec<String>,
     pub https: Vec<String>,
+    pub max_connections: Option<usize>,
 }
 
 /// Parses `512M`, `2G`, `1T` or a number of bytes.
@@ -324,9 +329,17 @@ impl NodeSettings {
         };
         let http = listen("HTTP address", o.http, file.proxy.http)?;
         let https = listen("HTTPS address", o.https, file.proxy.https)?;
+        let max_connections = o
+            .max_connections
+            .or(file.proxy.max_connections)
+            .unwrap_or(proxy::DEFAULT_MAX_CONNECTIONS);
+        if max_connections == 0 {
+            bail!("invalid max_connections 0: at least 1");
+        }
         Ok(NodeSettings {
             http,
             https,
+            max_connections,
             storage,
             snapshot_interval,
             prune,

@@ -79,6 +79,7 @@ fn settings(args: NodeArgs) -> anyhow::Result<NodeSettings> {
             keep_daily: args.keep_daily,
             http: args.http,
             https: args.https,
+            max_connections: args.max_connections,
         },
     )
 }
@@ -232,6 +233,7 @@ async fn serve(
         listeners,
         &dir.path,
         s.snapshot_interval,
+        s.max_connections,
     ) {
         Ok(v) => v,
         Err(e) => {
