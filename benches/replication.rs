@@ -2,13 +2,17 @@
 //!
 //! 1. throughput of a 200 MiB change replicated over the QUIC mesh, against
 //!    `zfs send -i | zfs recv` of the very same increment piped on the same
-//!    machine, as a ratio measured in the same run (3 interleaved reps);
+//!    machine into a reference replica with the same chain, as a ratio
+//!    measured in the same run (3 interleaved reps);
 //! 2. replication lag (master's snapshot → replica holds it) p50/p99 for 50
 //!    sites each changed once a second, from the nodes' own log timestamps.
 //!
 //! Run: `cargo bench --bench replication` (as root, with ZFS). Options after
 //! `--`: `--reps N` (default 3), `--lag-secs N` (default 20), `--sites N`
-//! (default 50).
+//! (default 50; 0 skips the lag part). `RINGHOST_BENCH_LOG` sets the nodes'
+//! log filter; `RINGHOST_BENCH_LOG_DIR=DIR` copies both nodes' logs of the
+//! throughput part there. Each rep prints the machine's load average: the
+//! figures are only comparable within one run.
 
 #![allow(clippy::disallowed_methods, clippy::print_stdout, clippy::print_stderr)] // a benchmark measures wall time and prints
 
@@ -124,7 +128,7 @@ fn throughput(reps: u64) {
     let ri = 1 - mi;
     let master_pool = nodes[mi].pool().expect("pool");
     // The reference receiver: a pool of its own, destroyed at the end.
-    let ref_pool = format!("rhbench{}", std::process::id());
+    let ref_pool = format!("rh-bench-{}", std::process::id());
     let ref_img = env.path().join("ref.img");
     std::fs::File::create(&ref_img)
         .and_then(|f| f.set_len(2 << 30))
@@ -141,6 +145,7 @@ fn throughput(reps: u64) {
     let mut pipe_rates = Vec::new();
     let mut e2e_ratios = Vec::new();
     let size = 200u64 << 20;
+    let dst = format!("{ref_pool}/r");
     for rep in 0..reps {
         random_file(&dir.join("data.bin"), 1000 + rep, size as usize);
         ringhost(&nodes[mi], &["site", "push", "big", p(&dir)]);
@@ -174,17 +179,20 @@ fn throughput(reps: u64) {
             _ => e2e,
         };
 
-        // The same increment, piped locally.
+        // The same increment, piped locally into a reference replica that
+        // follows the same chain in a pool of the same size, so both
+        // receivers hold the same data (a fuller pool receives slower).
         let ds = format!("{master_pool}/sites/big");
         let to = format!("{ds}@ringhost-{}", target.0);
         let from = format!("@ringhost-{}", target.0 - 1);
-        let dst = format!("{ref_pool}/r{rep}");
-        let base = format!("{ds}{from}");
-        let full = Command::new("sh")
-            .args(["-c", &format!("zfs send {base} | zfs recv {dst}")])
-            .output()
-            .expect("sh");
-        assert!(full.status.success(), "{full:?}");
+        if rep == 0 {
+            let base = format!("{ds}{from}");
+            let full = Command::new("sh")
+                .args(["-c", &format!("zfs send {base} | zfs recv {dst}")])
+                .output()
+                .expect("sh");
+            assert!(full.status.success(), "{full:?}");
+        }
         let t1 = Instant::now();
         let inc = Command::new("sh")
             .args(["-c", &format!("zfs send -i {from} {to} | zfs recv {dst}")])
@@ -194,21 +202,26 @@ fn throughput(reps: u64) {
         assert!(inc.status.success(), "{inc:?}");
         let mib = (size >> 20) as f64;
         println!(
-            "  rep {}: mesh transfer {:.2} s ({:.0} MiB/s; {:.2} s from the master's snapshot, gossip included), local pipe {:.2} s ({:.0} MiB/s), ratio {:.2}",
+            "  rep {}: mesh transfer {:.2} s ({:.0} MiB/s; {:.2} s from the master's snapshot, gossip included), local pipe {:.2} s ({:.0} MiB/s), ratio {:.2}; load {}",
             rep + 1,
             mesh,
             mib / mesh,
             e2e,
             pipe,
             mib / pipe,
-            pipe / mesh
+            pipe / mesh,
+            load()
         );
         e2e_ratios.push(pipe / e2e);
         ratios.push(pipe / mesh);
         mesh_rates.push(mib / mesh);
         pipe_rates.push(mib / pipe);
-        zfs(&["destroy", "-r", &dst]);
+        if let Ok(d) = std::env::var("RINGHOST_BENCH_LOG_DIR") {
+            let _ = std::fs::write(format!("{d}/master.log"), nodes[mi].log_text());
+            let _ = std::fs::write(format!("{d}/replica.log"), nodes[ri].log_text());
+        }
     }
+    zfs(&["destroy", "-r", &dst]);
     let _ = Command::new("zpool")
         .args(["destroy", "-f", &ref_pool])
         .output();
@@ -219,6 +232,14 @@ fn throughput(reps: u64) {
         median(&mut ratios),
         median(&mut e2e_ratios)
     );
+}
+
+/// The 1-minute load average: other work on the machine skews both sides.
+fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".into())
 }
 
 /// `2026-11-25T16:27:54.719041Z` → seconds since midnight.

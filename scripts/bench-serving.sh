@@ -6,6 +6,8 @@
 #
 #   scripts/bench-serving.sh                 # as root (ZFS), from anywhere
 #   REPS=5 DURATION=10s scripts/bench-serving.sh
+#   TARGETS="haproxy rh-proxy-master" scripts/bench-serving.sh   # a subset
+#   NODE_ARGS="--snapshot-interval 5s" scripts/bench-serving.sh  # node flags
 #
 # Two ringhost nodes (n1, n2) run with file-backed ZFS pools, gossip and
 # tunnels over the QUIC mesh, exactly as in production. Targets:
@@ -113,7 +115,7 @@ start_node() { # name [seed]
   local seed=()
   [ -n "${2:-}" ] && seed=(--seed "$2")
   RUST_LOG=warn nohup "$BIN" node --name "$1" --data-dir "$WORK/$1" --certs "$WORK/certs" \
-    --mesh 127.0.0.1:0 "${seed[@]}" --pool-size 256M --http 127.0.0.1:0 \
+    --mesh 127.0.0.1:0 "${seed[@]}" --pool-size 256M --http 127.0.0.1:0 ${NODE_ARGS:-} \
     >/dev/null 2>"$WORK/$1.log" &
   NODE_PIDS+=($!)
   for _ in $(seq 1 200); do [ -f "$WORK/$1/ready.json" ] && return 0; sleep 0.05; done
@@ -162,7 +164,8 @@ declare -A URL=([direct]="127.0.0.1:$BACKEND_PORT" [haproxy]="127.0.0.1:$HAPROXY
   [rh-proxy-master]="127.0.0.1:${NODE_PORT[$PM]}" [rh-proxy-other]="127.0.0.1:${NODE_PORT[$PO]}")
 declare -A HOST=([direct]=bench.test [haproxy]=bench.test [ringhost-master]=bench.test
   [ringhost-other]=bench.test [rh-proxy-master]=proxied.test [rh-proxy-other]=proxied.test)
-ORDER=(direct haproxy ringhost-master ringhost-other rh-proxy-master rh-proxy-other)
+ORDER=(${TARGETS:-direct haproxy ringhost-master ringhost-other rh-proxy-master rh-proxy-other})
+[[ " ${ORDER[*]} " == *" haproxy "* ]] || ORDER=(haproxy "${ORDER[@]}")  # the reference
 run_reps
 summarize
 echo "ringhost-*: static site served by ringhost; rh-proxy-*: ringhost forwarding to nginx (a command site);"

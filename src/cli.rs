@@ -266,6 +266,10 @@ pub struct NodeArgs {
     /// 503. `off`: both sides may serve; divergence is stashed on heal.
     #[arg(long, value_name = "on|off", value_parser = on_off)]
     pub quorum_guard: Option<bool>,
+    /// Client connections held at once over all listeners (default 16384,
+    /// lowered to fit the open-file limit); past it, new clients wait.
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
 }
 
 fn on_off(s: &str) -> Result<bool, String> {

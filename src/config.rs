@@ -49,6 +49,7 @@ pub struct ProxyFile {
     pub http: OneOrMany,
     #[serde(default)]
     pub https: OneOrMany,
+    pub max_connections: Option<usize>,
 }
 
 /// A TOML value that is one string or a list of strings.
@@ -143,6 +144,9 @@ pub struct NodeSettings {
     /// is alive (default on). Off: both sides of a split may serve, and the
     /// divergence is stashed when it heals.
     pub quorum_guard: bool,
+    /// Client connections held at once over all listeners (before fitting
+    /// to the file descriptor limit).
+    pub max_connections: usize,
 }
 
 /// Flags of `ringhost node` that override the file.
@@ -168,6 +172,7 @@ pub struct Overrides {
     pub http: Vec<String>,
     pub https: Vec<String>,
     pub quorum_guard: Option<bool>,
+    pub max_connections: Option<usize>,
 }
 
 /// Parses `512M`, `2G`, `1T` or a number of bytes.
@@ -342,10 +347,18 @@ impl NodeSettings {
             .quorum_guard
             .or(file.election.quorum_guard)
             .unwrap_or(true);
+        let max_connections = o
+            .max_connections
+            .or(file.proxy.max_connections)
+            .unwrap_or(proxy::DEFAULT_MAX_CONNECTIONS);
+        if max_connections == 0 {
+            bail!("invalid max_connections 0: at least 1");
+        }
         Ok(NodeSettings {
             quorum_guard,
             http,
             https,
+            max_connections,
             storage,
             snapshot_interval,
             prune,

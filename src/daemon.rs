@@ -80,6 +80,7 @@ fn settings(args: NodeArgs) -> anyhow::Result<NodeSettings> {
             http: args.http,
             https: args.https,
             quorum_guard: args.quorum_guard,
+            max_connections: args.max_connections,
         },
     )
 }
@@ -235,6 +236,7 @@ async fn serve(
         &dir.path,
         s.snapshot_interval,
         s.quorum_guard,
+        s.max_connections,
     ) {
         Ok(v) => v,
         Err(e) => {

@@ -65,6 +65,26 @@ pub struct Listeners {
     https: Vec<TcpListener>,
 }
 
+/// Pending connections the kernel may queue per listener (it caps this at
+/// `net.core.somaxconn`). Larger than tokio's 1024: when many clients
+/// connect at once, or the connection limit holds new ones back, a full
+/// queue drops handshakes, and clients then wait for SYN-ACK retransmits
+/// (1 s, 2 s, 4 s ...).
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// A listener bound like `TcpListener::bind` (with `SO_REUSEADDR`), with
+/// a deeper accept queue.
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let sock = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    sock.set_reuseaddr(true)?;
+    sock.bind(addr)?;
+    sock.listen(LISTEN_BACKLOG)
+}
+
 impl Listeners {
     /// Binds every address; on error nothing stays bound.
     pub async fn bind(http: &[SocketAddr], https: &[SocketAddr]) -> anyhow::Result<Listeners> {
@@ -74,8 +94,7 @@ impl Listeners {
         };
         for (what, addrs, out) in [("HTTP", http, &mut l.http), ("HTTPS", https, &mut l.https)] {
             for a in addrs {
-                let sock = TcpListener::bind(a)
-                    .await
+                let sock = listen(*a)
                     .map_err(|e| anyhow::anyhow!("cannot bind {what} address {a}: {e}"))?;
                 out.push(sock);
             }
@@ -199,6 +218,7 @@ impl Serving {
         data_dir: &Path,
         snapshot_interval: Duration,
         quorum_guard: bool,
+        max_connections: usize,
     ) -> anyhow::Result<Serving> {
         let logs = data_dir.join("logs");
         std::fs::create_dir_all(&logs)
@@ -209,8 +229,27 @@ impl Serving {
             .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", run_dir.display()))?;
         stop_leftovers(&run_dir, &sites.me);
         let (routes_tx, routes_rx) = watch::channel(Arc::new(Routes::new()));
+        let fd_limit = match proxy::raise_fd_limit() {
+            Ok(n) => n,
+            Err(e) => {
+                warn!(error = %e, "cannot read the open-file limit; assuming 1024");
+                1024
+            }
+        };
+        let fitted = proxy::fit_to_fd_limit(max_connections, fd_limit);
+        if fitted < max_connections {
+            warn!(
+                max_connections,
+                fd_limit,
+                fitted,
+                "the open-file limit holds fewer client connections; raise it (ulimit -n, LimitNOFILE)"
+            );
+        }
         let proxy = Proxy::new(
-            ProxyConfig::default(),
+            ProxyConfig {
+                max_connections: fitted,
+                ..ProxyConfig::default()
+            },
             routes_rx,
             Arc::new(MeshTunnels {
                 gossip: sites.gossip.clone(),

@@ -32,5 +32,5 @@ pub mod tunnel;
 
 pub use gate::{GateLimits, Gates, InFlight, Pass};
 pub use routes::{Backend, Resolved, Routes, Target};
-pub use server::{Proxy, ProxyConfig};
+pub use server::{DEFAULT_MAX_CONNECTIONS, Proxy, ProxyConfig, fit_to_fd_limit, raise_fd_limit};
 pub use tunnel::{BoxFuture, BoxRead, BoxWrite, Protocol, TunnelHeader, Tunnels};

@@ -10,7 +10,11 @@
 //! Memory per connection is bounded: a request head is at most
 //! [`Limits::max_head_len`] bytes, bodies move through fixed 64 KiB
 //! buffers allocated only while a body is moving, and an idle client
-//! connection holds a few KiB.
+//! connection holds a few KiB. The number of client connections is bounded
+//! too ([`ProxyConfig::max_connections`]), and a connection that never
+//! completes a request head is closed after [`ProxyConfig::head_timeout`],
+//! so idle or slow clients cannot exhaust memory or file descriptors
+//! (`scripts/bench-idle.sh` measures it).
 
 use std::io;
 use std::net::SocketAddr;
@@ -19,7 +23,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
@@ -48,6 +52,56 @@ pub struct ProxyConfig {
     pub pool_idle_timeout: Duration,
     /// Bounds of a paused site gate (live migration).
     pub gate: crate::gate::GateLimits,
+    /// Client connections held at once over all HTTP and HTTPS listeners
+    /// (tunnels from other nodes are mesh streams, bounded by the mesh).
+    /// At the limit the listeners stop accepting until a connection ends:
+    /// new clients wait in the kernel's listen backlog. With several
+    /// listeners, up to one connection per extra listener more. Use
+    /// [`fit_to_fd_limit`] so the limit leaves file descriptors for the
+    /// rest of the node.
+    pub max_connections: usize,
+}
+
+/// Takes back the permit a listener added when it stops.
+struct ListenerPermit(Arc<Semaphore>);
+
+impl Drop for ListenerPermit {
+    fn drop(&mut self) {
+        self.0.forget_permits(1);
+    }
+}
+
+/// The default of [`ProxyConfig::max_connections`].
+pub const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
+
+/// File descriptors kept, at least, for everything but client connections.
+const FD_RESERVE: u64 = 1024;
+
+/// Raises the soft limit on open files to the hard limit (as Go and nginx
+/// do at start). Returns the soft limit now in force.
+pub fn raise_fd_limit() -> io::Result<u64> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).map_err(io::Error::from)?;
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard).map_err(io::Error::from)?;
+        return Ok(hard);
+    }
+    Ok(soft)
+}
+
+/// `wanted` client connections, lowered to what the soft limit on open
+/// files (`fd_limit`) can hold while a quarter of it (at least 1024, but
+/// never more than half) stays for the rest of the node: backend
+/// connections of requests in flight and the pool, site files, pipes to
+/// `zfs`, the mesh, logs. Should backends still run out of descriptors, a
+/// request gets a 502; the node's own work goes on.
+pub fn fit_to_fd_limit(wanted: usize, fd_limit: u64) -> usize {
+    let room = (fd_limit / 4 * 3)
+        .min(fd_limit.saturating_sub(FD_RESERVE))
+        .max(fd_limit / 2);
+    wanted
+        .min(usize::try_from(room).unwrap_or(usize::MAX))
+        .max(1)
 }
 
 impl Default for ProxyConfig {
@@ -62,6 +116,7 @@ impl Default for ProxyConfig {
             pool_max_idle: 256,
             pool_idle_timeout: Duration::from_secs(30),
             gate: crate::gate::GateLimits::default(),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
@@ -79,6 +134,8 @@ pub(crate) struct Inner {
     pub tunnels: Arc<dyn Tunnels>,
     pub pool: Pool,
     pub gates: crate::gate::Gates,
+    /// One permit per client connection, shared by every listener.
+    connections: Arc<Semaphore>,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -98,9 +155,11 @@ impl Proxy {
     ) -> Proxy {
         let pool = Pool::new(config.pool_max_idle, config.pool_idle_timeout);
         let gates = crate::gate::Gates::new(config.gate);
+        let connections = Arc::new(Semaphore::new(config.max_connections.max(1)));
         Proxy {
             inner: Arc::new(Inner {
                 gates,
+                connections,
                 config,
                 routes,
                 tunnels,
@@ -153,8 +212,32 @@ impl Proxy {
             info!(%addr, "listening");
         }
         let mut conns = JoinSet::new();
+        // The permit a listener holds while it waits in `accept` is its
+        // own: each listener adds one, so a listener waiting for clients
+        // does not lower the limit of the others (which may then exceed it
+        // by one less than the number of listeners).
+        let slots = self.inner.connections.clone();
+        slots.add_permits(1);
+        let _own = ListenerPermit(slots.clone());
+        let mut last_full = None;
         loop {
             while conns.try_join_next().is_some() {}
+            let permit = match slots.clone().try_acquire_owned() {
+                Ok(p) => p,
+                Err(_) => {
+                    // At most one warning a minute while the limit holds.
+                    let now = tokio::time::Instant::now();
+                    if last_full.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(60)) {
+                        last_full = Some(now);
+                        warn!(
+                            limit = self.inner.config.max_connections,
+                            "client connection limit reached; accepting again as connections end"
+                        );
+                    }
+                    // Invariant: the semaphore is never closed.
+                    slots.clone().acquire_owned().await.expect("never closed")
+                }
+            };
             let (stream, peer) = match listener.accept().await {
                 Ok(x) => x,
                 Err(e) if is_transient_accept_error(&e) => {
@@ -166,7 +249,11 @@ impl Proxy {
             };
             // Small heads and responses must not wait for Nagle.
             let _ = stream.set_nodelay(true);
-            conns.spawn(handle(self.clone(), stream, peer));
+            let conn = handle(self.clone(), stream, peer);
+            conns.spawn(async move {
+                conn.await;
+                drop(permit);
+            });
         }
     }
 

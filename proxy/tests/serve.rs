@@ -804,6 +804,70 @@ async fn error_answers() {
 }
 
 #[tokio::test]
+async fn connections_over_the_limit_wait_until_one_ends() {
+    let config = ProxyConfig {
+        max_connections: 2,
+        ..ProxyConfig::default()
+    };
+    let c = cluster(config).await;
+    c.site_on_a(
+        "down",
+        &["down.test"],
+        Target::Unavailable { retry_after_s: 1 },
+    );
+    // Idle clients hold the slots (a request on each proves it was
+    // accepted; keep-alive keeps it open): the limit, plus one that the
+    // node's other listener (HTTPS, idle) lends this one.
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut s = TcpStream::connect(c.a.http).await.expect("connect");
+        s.write_all(b"GET / HTTP/1.1\r\nHost: down.test\r\n\r\n")
+            .await
+            .expect("write");
+        assert_eq!(
+            read_response(&mut s, &mut Vec::new(), Method::Get)
+                .await
+                .status,
+            503
+        );
+        held.push(s);
+    }
+    // The next waits in the listen backlog: no answer while all are held.
+    let mut s = TcpStream::connect(c.a.http).await.expect("connect");
+    s.write_all(b"GET / HTTP/1.1\r\nHost: down.test\r\n\r\n")
+        .await
+        .expect("write");
+    let mut byte = [0u8; 1];
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), s.read(&mut byte))
+            .await
+            .is_err(),
+        "answered over the limit"
+    );
+    // One ends: the waiting client is accepted and answered.
+    drop(held.pop());
+    assert_eq!(
+        read_response(&mut s, &mut Vec::new(), Method::Get)
+            .await
+            .status,
+        503
+    );
+}
+
+#[test]
+fn connection_limit_leaves_descriptors_for_the_rest_of_the_node() {
+    use proxy::fit_to_fd_limit;
+    assert_eq!(fit_to_fd_limit(16_384, 1_048_576), 16_384);
+    // 20,000 descriptors: a quarter stays for the node.
+    assert_eq!(fit_to_fd_limit(16_384, 20_000), 15_000);
+    // 2,048: 1,024 stay.
+    assert_eq!(fit_to_fd_limit(16_384, 2_048), 1_024);
+    // A small limit keeps half of it for the node.
+    assert_eq!(fit_to_fd_limit(16_384, 1_024), 512);
+    assert_eq!(fit_to_fd_limit(16_384, 0), 1);
+}
+
+#[tokio::test]
 async fn idle_keep_alive_connections_are_closed() {
     let config = ProxyConfig {
         idle_timeout: Duration::from_millis(300),
