@@ -89,7 +89,7 @@ impl NodeConfig {
             retry_min: Duration::from_millis(200),
             retry_max: Duration::from_secs(10),
             election_grace: Duration::from_secs(5),
-            election_settle: Duration::from_millis(1500),
+            election_settle: Duration::from_millis(1300),
             election_warmup: Duration::from_secs(10),
         }
     }
@@ -1596,10 +1596,11 @@ mod tests {
             vec![SiteKey::Copy(s("blog"), copy_key(Role::Replica, 1, 5))];
         a.handle(Time(21_000), Event::View(v));
         assert!(drain(&mut a).is_empty(), "not before the settle time");
-        // Settled at 22.5 s, but b counts for a promotion only once it has
-        // been alive for the warm-up.
-        assert_eq!(a.poll_timeout(), Some(Time(22_500)));
-        a.handle(Time(22_500), Event::Tick);
+        // Settled at 21 s + the settle time, but b counts for a promotion
+        // only once it has been alive for the warm-up.
+        let settled = Time(21_000).plus(NodeConfig::new(n("a")).election_settle);
+        assert_eq!(a.poll_timeout(), Some(settled));
+        a.handle(settled, Event::Tick);
         assert!(drain(&mut a).is_empty(), "b is not warm yet");
         assert_eq!(a.poll_timeout(), Some(Time(31_000)));
         a.handle(Time(31_000), Event::Tick);
@@ -1789,10 +1790,11 @@ mod tests {
                 .iter()
                 .any(|x| matches!(x, Action::Promote { .. }))
         );
-        assert_eq!(b.poll_timeout(), Some(Time(13_500)));
-        b.handle(Time(13_499), Event::Tick);
+        let settled = Time(12_000).plus(NodeConfig::new(n("b")).election_settle);
+        assert_eq!(b.poll_timeout(), Some(settled));
+        b.handle(Time(settled.0 - 1), Event::Tick);
         assert!(drain(&mut b).is_empty());
-        b.handle(Time(13_500), Event::Tick);
+        b.handle(settled, Event::Tick);
         assert!(drain(&mut b).contains(&Action::Promote {
             site: s("blog"),
             epoch: Epoch(2)
