@@ -256,6 +256,7 @@ impl Sites {
         let origin = Instant::now();
         node.handle(Time(0), Event::Start(copies));
         let driver = Driver {
+            live: std::collections::BTreeSet::new(),
             node,
             origin,
             sites: sites.clone(),
@@ -527,6 +528,8 @@ impl Sites {
 
 struct Driver {
     node: Node,
+    /// The live members of the last view (logged when it changes).
+    live: std::collections::BTreeSet<NodeName>,
     origin: Instant,
     sites: Sites,
     rx: mpsc::Receiver<Cmd>,
@@ -568,6 +571,18 @@ impl Driver {
                     }
                     let view = model_view(&view_rx.borrow_and_update());
                     self.record_lag(&view);
+                    let live: std::collections::BTreeSet<NodeName> = view
+                        .members
+                        .iter()
+                        .filter(|(_, m)| m.alive && !m.left)
+                        .map(|(n, _)| n.clone())
+                        .collect();
+                    if live != self.live {
+                        let gone: Vec<&NodeName> = self.live.difference(&live).collect();
+                        let came: Vec<&NodeName> = live.difference(&self.live).collect();
+                        info!(?gone, ?came, alive = live.len(), "live members changed");
+                        self.live = live;
+                    }
                     let now = self.now();
                     self.node.handle(now, Event::View(view));
                 }

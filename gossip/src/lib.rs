@@ -254,9 +254,14 @@ impl Gossip {
             .members
             .iter()
             .find(|m| &m.name == node)
-            .map(|m| m.mesh_addr)
+            .map(|m| (m.mesh_addr, m.state))
             .ok_or_else(|| format!("node '{node}' is not a member"))?;
-        self.mesh.open_stream(addr).await
+        // A stream to a node the failure detector declared dead would
+        // wait for a connection timeout: refuse it at once.
+        match addr {
+            (addr, MemberState::Alive) => self.mesh.open_stream(addr).await,
+            (_, state) => Err(format!("node '{node}' is {state}")),
+        }
     }
 
     pub fn traffic(&self) -> TrafficStats {
@@ -339,6 +344,25 @@ async fn refresh_view(
                 // Not met yet: dial it, so its certificate is seen.
                 None => mesh.probe(addr),
             }
+        }
+        // Members that just died: their connection goes now, so that
+        // streams over it (tunneled requests, transfers) fail at once
+        // instead of waiting for the connection's idle timeout.
+        let dead: Vec<SocketAddr> = {
+            let old = tx.borrow();
+            view.members
+                .iter()
+                .filter(|m| m.state != MemberState::Alive && !m.is_self)
+                .filter(|m| {
+                    old.members
+                        .iter()
+                        .any(|o| o.name == m.name && o.state == MemberState::Alive)
+                })
+                .map(|m| m.mesh_addr)
+                .collect()
+        };
+        for addr in dead {
+            mesh.close_peer(addr, "declared dead by the failure detector");
         }
         tx.send_if_modified(|old| {
             if *old != view {

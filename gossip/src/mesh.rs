@@ -383,6 +383,19 @@ impl Shared {
         Ok(conn)
     }
 
+    /// Closes the connection to `addr`, if any: every stream on it fails.
+    pub(crate) fn close_peer(&self, addr: SocketAddr, why: &str) {
+        let conn = self
+            .conns
+            .lock()
+            .expect("conn lock is never poisoned")
+            .remove(&addr);
+        if let Some(c) = conn {
+            debug!(peer = %addr, why, "closing the connection");
+            c.close(quinn::VarInt::from_u32(0), why.as_bytes());
+        }
+    }
+
     /// Dials `addr` in the background if no connection to it exists, so
     /// its certificate name becomes known. At most one probe per address
     /// runs at a time.
