@@ -284,6 +284,7 @@ impl Serving {
             mounts: HashMap::new(),
             wake: Arc::new(Notify::new()),
             frozen_at: HashMap::new(),
+            known_specs: BTreeMap::new(),
             snapshot_interval,
             quorum_guard,
             polling: None,
@@ -349,6 +350,8 @@ struct Manager {
     mounts: HashMap<SiteName, PathBuf>,
     /// Woken when a runtime changes state.
     wake: Arc<Notify>,
+    /// The sites routed last time (see `remember_specs`).
+    known_specs: BTreeMap<SiteName, SiteSpec>,
     /// A frozen site's last command address (HTTP, TLS) while a migration
     /// holds it.
     frozen_at: HashMap<SiteName, (SocketAddr, SocketAddr)>,
@@ -365,6 +368,29 @@ type Fingerprint = (u64, u64, i128);
 
 /// The newest spec of every site in the view whose incarnation is not
 /// deleted.
+/// The sites to route: those whose spec the view shows, and those routed
+/// before whose spec no member publishes now and that were not deleted: a
+/// master that stepped down (cut off in a minority) stops publishing the
+/// spec, and its site must answer 503 there, not 404.
+fn remember_specs(
+    known: &mut BTreeMap<SiteName, SiteSpec>,
+    view: &View,
+) -> BTreeMap<SiteName, SiteSpec> {
+    let mut specs = current_specs(view);
+    for (site, spec) in known.iter() {
+        let deleted = view.members.values().any(|m| {
+            m.keys
+                .iter()
+                .any(|k| matches!(k, SiteKey::Deleted(s, id) if s == site && *id == spec.id))
+        });
+        if !deleted && !specs.contains_key(site) {
+            specs.insert(site.clone(), spec.clone());
+        }
+    }
+    known.clone_from(&specs);
+    specs
+}
+
 pub fn current_specs(view: &View) -> BTreeMap<SiteName, SiteSpec> {
     let mut specs: BTreeMap<SiteName, SiteSpec> = BTreeMap::new();
     let mut deleted: BTreeMap<SiteName, Vec<u64>> = BTreeMap::new();
@@ -448,7 +474,7 @@ impl Manager {
     }
 
     async fn rebuild(&mut self, view: &View) {
-        let specs = current_specs(view);
+        let specs = remember_specs(&mut self.known_specs, view);
         let mut entries: RouteKey = Vec::new();
         let mut keep: Vec<SiteName> = Vec::new();
         let unavailable = Target::Unavailable {

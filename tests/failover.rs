@@ -29,9 +29,21 @@ fn can_run(test: &str) -> bool {
 
 /// Waits until host k answers `status` for the site's front page.
 fn wait_status(bed: &Bed, k: usize, status: u16, within: Duration) {
-    wait_for(&format!("{} answering {status}", name(k)), within, || {
-        (bed.get(k, "/").0 == status).then_some(())
-    });
+    let start = Instant::now();
+    let mut last = (0, String::new());
+    while start.elapsed() < within {
+        last = bed.get(k, "/");
+        if last.0 == status {
+            return;
+        }
+        sleep(Duration::from_millis(20));
+    }
+    panic!(
+        "{} did not answer {status} within {within:?}; last: {} {:?}",
+        name(k),
+        last.0,
+        last.1
+    );
 }
 
 /// Waits until every host in `ks` is served by a master other than
