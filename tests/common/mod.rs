@@ -266,6 +266,7 @@ impl Env {
     /// Destroys the pools this test's nodes created, and nothing else.
     /// Their nodes must be dead by now (Node drops kill them).
     fn destroy_pools(&self) {
+        self.kill_orphaned_commands();
         for pool in self.pools.lock().expect("pool list").drain(..) {
             // A killed node's `zfs` children (a receive, a remount) may
             // still run; destroying the pool under them has wedged
@@ -294,6 +295,42 @@ impl Env {
                 std::thread::sleep(Duration::from_millis(100));
             }
         }
+    }
+}
+
+impl Env {
+    /// Kills the site commands that nodes killed with -9 left running (a
+    /// node records each command's process group in `DATA_DIR/run/`, and
+    /// removes the record when it stops the command itself). They would
+    /// keep the pools busy.
+    fn kill_orphaned_commands(&self) {
+        let Ok(dirs) = std::fs::read_dir(self.tmp.path()) else {
+            return;
+        };
+        for d in dirs.flatten() {
+            let Ok(runs) = std::fs::read_dir(d.path().join("run")) else {
+                continue;
+            };
+            for r in runs.flatten() {
+                let Some(pid) = std::fs::read_to_string(r.path())
+                    .ok()
+                    .and_then(|t| t.trim().parse::<u32>().ok())
+                else {
+                    continue;
+                };
+                // Only a process that still is a ringhost site command.
+                let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+                if environ
+                    .split(|b| *b == 0)
+                    .any(|v| v.starts_with(b"RINGHOST_SITE="))
+                {
+                    let _ = Command::new("kill")
+                        .args(["-KILL", "--", &format!("-{pid}")])
+                        .output();
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
