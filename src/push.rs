@@ -36,6 +36,20 @@ pub async fn receive_local(
         Some(_) => return Reply::err(409, format!("this node is not the master of site '{site}'")),
         None => return Reply::err(404, format!("no site '{site}' here")),
     }
+    // A copy just promoted may still be being made writable and remounted:
+    // wait for that (bounded) rather than write beside the dataset.
+    for _ in 0..200 {
+        if sites.is_ready(site) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    if !sites.is_ready(site) {
+        return Reply::err(
+            503,
+            format!("site '{site}' is still being promoted here; retry shortly"),
+        );
+    }
     let store = sites.store.clone();
     let s2 = site.clone();
     let bridge = tokio_util::io::SyncIoBridge::new(reader);

@@ -125,6 +125,22 @@ fn bytes(seed: u64, len: usize) -> Vec<u8> {
         .collect()
 }
 
+/// Waits until every node lists all of them alive: a master keeps a site
+/// only while it sees a majority of the known members alive (quorum guard),
+/// so a site created before the cluster formed would wait for an election.
+fn formed(nodes: &[Node]) {
+    let n = nodes.len();
+    wait_for("the cluster to form", Duration::from_secs(20), || {
+        nodes
+            .iter()
+            .all(|x| {
+                x.members()
+                    .is_some_and(|m| m.iter().filter(|(_, s, _)| s == "alive").count() == n)
+            })
+            .then_some(())
+    });
+}
+
 /// Creates `site` through `via` and returns the name of its master.
 fn create(via: &Node, site: &str, replicas: &str) -> String {
     ok(ringhost(
@@ -147,7 +163,9 @@ fn create(via: &Node, site: &str, replicas: &str) -> String {
 
 /// The master's own head of `site` (a master publishes its head at once).
 fn master_seq(nodes: &[&Node], site: &str) -> u64 {
-    wait_for("the master's own head", Duration::from_secs(10), || {
+    // A restarted master of a two-node cluster steps down until it sees
+    // the other alive, then is elected again after the election warm-up.
+    wait_for("the master's own head", Duration::from_secs(30), || {
         nodes.iter().find_map(|n| {
             let v = show(n, site)?;
             (v["master"].as_str()? == n.name).then_some(())?;
@@ -186,6 +204,7 @@ fn a_50mib_push_through_a_non_master_reaches_every_copy_byte_identical_within_10
     }
     let env = Env::new_zfs("demo", &["n1", "n2", "n3"], "1G");
     let nodes = env.start_cluster(3, &[]);
+    formed(&nodes);
     let master = create(&nodes[0], "blog", "3");
     let via = nodes
         .iter()
@@ -257,6 +276,7 @@ fn a_master_killed_mid_send_leaves_the_replica_readable_then_it_catches_up_incre
     // so it stays a replica and must wait for the master to return.
     let env = Env::new_zfs("demo", &["n1", "n2"], "1G");
     let mut nodes = env.start_cluster(2, &[]);
+    formed(&nodes);
     let master_name = create(&nodes[0], "blog", "2");
     let mi = nodes
         .iter()
@@ -341,6 +361,7 @@ fn a_replica_with_a_snapshot_the_master_lacks_keeps_it_as_a_stash_then_follows()
     }
     let env = Env::new_zfs("demo", &["n1", "n2", "n3"], "512M");
     let mut nodes = env.start_cluster(3, &[]);
+    formed(&nodes);
     let old_master = create(&nodes[0], "blog", "3");
     let oi = nodes
         .iter()
@@ -430,6 +451,7 @@ fn bad_site_input_gets_clear_errors_and_leaves_nothing_half_created() {
     }
     let env = Env::new_zfs("demo", &["n1"], "64M");
     let nodes = env.start_cluster(1, &[]);
+    formed(&nodes);
     let n1 = &nodes[0];
     let refused = |args: &[&str], needle: &str| {
         let out = ringhost(n1, args);
@@ -563,6 +585,7 @@ fn after_200_snapshot_intervals_the_chain_stays_bounded_and_replicas_stay_increm
         "1s",
     ];
     let nodes = env.start_cluster(2, &flags);
+    formed(&nodes);
     let master = create(&nodes[0], "blog", "2");
     let mi = nodes.iter().position(|n| n.name == master).expect("master");
     let ri = 1 - mi;
@@ -628,6 +651,7 @@ fn delete_removes_every_copy_after_confirmation() {
     }
     let env = Env::new_zfs("demo", &["n1", "n2"], "256M");
     let nodes = env.start_cluster(2, &[]);
+    formed(&nodes);
     create(&nodes[0], "gone", "2");
     wait_equal_heads(&[&nodes[0], &nodes[1]], "gone", 2, Duration::from_secs(10));
     let out = ringhost(&nodes[1], &["site", "delete", "gone"]);
