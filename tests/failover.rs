@@ -74,6 +74,22 @@ fn wait_new_master(
     )
 }
 
+/// The site's master (name, epoch) and a split that puts it in a minority
+/// with one other host: (master, epoch, [master host, other], majority).
+fn master_and_sides(bed: &Bed) -> (String, u64, [usize; 2], Vec<usize>) {
+    let all: Vec<usize> = (0..bed.len()).collect();
+    let (old, epoch) = bed.wait_served(&all, Duration::from_secs(10));
+    let m = all
+        .iter()
+        .copied()
+        .find(|&k| name(k) == old)
+        .expect("the master is a host");
+    let other = all.iter().copied().find(|&k| k != m).expect("another host");
+    let minority = [m, other];
+    let majority = all.into_iter().filter(|k| !minority.contains(k)).collect();
+    (old, epoch, minority, majority)
+}
+
 /// The acknowledgement span of the claim `epoch`.
 fn claim(v: &Verdict, epoch: u64) -> Option<(Duration, Duration)> {
     v.claims.iter().find(|c| c.0 == epoch).map(|c| (c.1, c.2))
@@ -95,17 +111,8 @@ fn a_master_cut_off_in_a_minority_answers_503_while_the_majority_takes_over_and_
     let load = Load::start(&bed, 3, 5000, Duration::from_secs(240));
     sleep(Duration::from_secs(3));
     let all: Vec<usize> = (0..5).collect();
-    let (old, epoch0) = bed.wait_served(&all, Duration::from_secs(10));
-    let m = (0..5)
-        .find(|&k| name(k) == old)
-        .expect("the master is a host");
-    let other = (0..5).find(|&k| k != m).expect("another host");
-    let minority = [m, other];
-    let majority: Vec<usize> = all
-        .iter()
-        .copied()
-        .filter(|k| !minority.contains(k))
-        .collect();
+    let (old, epoch0, minority, majority) = master_and_sides(&bed);
+    let m = minority[0];
 
     bed.net.partition(&[&minority, &majority]);
     let cut = Instant::now();
@@ -187,17 +194,7 @@ fn with_the_quorum_guard_off_both_sides_serve_a_split_and_the_heal_stashes_the_d
     let load = Load::start(&bed, 3, 5000, Duration::from_secs(240));
     sleep(Duration::from_secs(3));
     let all: Vec<usize> = (0..5).collect();
-    let (old, epoch0) = bed.wait_served(&all, Duration::from_secs(10));
-    let m = (0..5)
-        .find(|&k| name(k) == old)
-        .expect("the master is a host");
-    let other = (0..5).find(|&k| k != m).expect("another host");
-    let minority = [m, other];
-    let majority: Vec<usize> = all
-        .iter()
-        .copied()
-        .filter(|k| !minority.contains(k))
-        .collect();
+    let (old, epoch0, minority, majority) = master_and_sides(&bed);
 
     bed.net.partition(&[&minority, &majority]);
     // The majority elects its own master; the minority keeps serving.

@@ -36,6 +36,22 @@ fn migrate(bed: &Bed, via: usize, to: &str) -> (bool, Vec<Value>) {
     (out.status.success(), events)
 }
 
+/// A host that holds no copy of the site (which has two).
+fn host_without_copy(bed: &Bed) -> usize {
+    let holders: Vec<String> = wait_for("two copies", Duration::from_secs(30), || {
+        let v = bed.show(0)?;
+        let h: Vec<String> = v["copies"]
+            .as_array()?
+            .iter()
+            .filter_map(|c| c["node"].as_str().map(str::to_owned))
+            .collect();
+        (h.len() == 2).then_some(h)
+    });
+    (0..bed.len())
+        .find(|&k| !holders.contains(&name(k)))
+        .expect("a node without a copy")
+}
+
 fn event<'a>(events: &'a [Value], kind: &str) -> Option<&'a Value> {
     events.iter().find(|e| e["event"] == kind)
 }
@@ -50,20 +66,7 @@ fn a_site_under_load_moves_to_a_node_without_a_copy_with_no_failed_request() {
     bed.create_history_site(2);
     let all: Vec<usize> = (0..5).collect();
     let (from, epoch) = bed.wait_served(&all, Duration::from_secs(10));
-    // A node that holds no copy.
-    let holders: Vec<String> = wait_for("two copies", Duration::from_secs(30), || {
-        let v = bed.show(0)?;
-        let h: Vec<String> = v["copies"]
-            .as_array()?
-            .iter()
-            .filter_map(|c| c["node"].as_str().map(str::to_owned))
-            .collect();
-        (h.len() == 2).then_some(h)
-    });
-    let to = (0..5)
-        .map(name)
-        .find(|n| !holders.contains(n))
-        .expect("a node without a copy");
+    let to = name(host_without_copy(&bed));
     let load = Load::start(&bed, 3, 5000, Duration::from_secs(120));
     std::thread::sleep(Duration::from_secs(2));
     // Started through a node that is neither the master nor the target.
@@ -126,18 +129,7 @@ fn the_target_killed_during_the_final_send_leaves_the_site_on_the_source_with_al
     bed.create_history_site(2);
     let all: Vec<usize> = (0..5).collect();
     let (from, epoch) = bed.wait_served(&all, Duration::from_secs(10));
-    let holders: Vec<String> = wait_for("two copies", Duration::from_secs(30), || {
-        let v = bed.show(0)?;
-        let h: Vec<String> = v["copies"]
-            .as_array()?
-            .iter()
-            .filter_map(|c| c["node"].as_str().map(str::to_owned))
-            .collect();
-        (h.len() == 2).then_some(h)
-    });
-    let t = (0..5)
-        .find(|&k| !holders.contains(&name(k)))
-        .expect("a node without a copy");
+    let t = host_without_copy(&bed);
     let to = name(t);
     let m = (0..5).find(|&k| name(k) == from).expect("the master");
     let load = Load::start(&bed, 3, 5000, Duration::from_secs(120));
