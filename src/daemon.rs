@@ -215,6 +215,8 @@ async fn serve(
     let mut node_cfg = model::NodeConfig::new(s.name.clone());
     node_cfg.snapshot_interval = s.snapshot_interval;
     node_cfg.quorum_guard = s.quorum_guard;
+    // Remembered members count as long as gossip keeps a dead one.
+    node_cfg.remember_for = s.gossip.dead_node_grace;
     let (sites, driver) = match Sites::start(
         node_cfg,
         s.prune,

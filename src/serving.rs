@@ -484,7 +484,14 @@ impl Manager {
         // split, or alone: it serves nothing (503), so that a master cut
         // off from the majority stops taking writes while the majority
         // elects another. Its commands keep running, ready for the heal.
-        let fenced = !model::quorum_of(view, &self.me, self.quorum_guard).allows_promotion();
+        let known = self
+            .sites
+            .known
+            .lock()
+            .expect("known lock is never poisoned")
+            .clone();
+        let fenced =
+            !model::quorum_of(view, &self.me, self.quorum_guard, &known).allows_promotion();
         if fenced {
             keep.extend(self.runtimes.keys().cloned());
         }

@@ -122,6 +122,10 @@ pub struct Sites {
     pub serving_ready: Arc<Mutex<std::collections::BTreeSet<SiteName>>>,
     /// Migrations this node started or relays, by site.
     pub migrations: Arc<Mutex<BTreeMap<SiteName, crate::migrate::Log>>>,
+    /// The members this node knows, those remembered from before a restart
+    /// included (`Node::known_members`): the proxy's quorum fence counts
+    /// them.
+    pub known: Arc<Mutex<std::collections::BTreeSet<NodeName>>>,
 }
 
 impl std::fmt::Debug for Sites {
@@ -136,6 +140,10 @@ impl std::fmt::Debug for Sites {
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Persisted {
     sites: BTreeMap<SiteName, PersistedCopy>,
+    /// The members this node knew (`Node::known_members`): after a
+    /// restart they count for the quorum guard before gossip finds them.
+    #[serde(default)]
+    members: std::collections::BTreeSet<NodeName>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
@@ -242,19 +250,25 @@ impl Sites {
             proxy: Arc::default(),
             frozen: Arc::default(),
             wake_serving: Arc::default(),
-            serving_ready: Arc::new(Mutex::new(
-                copies
-                    .iter()
-                    .filter(|c| c.role == Role::Master)
-                    .map(|c| c.site.clone())
-                    .collect(),
-            )),
+            serving_ready: Arc::default(),
             migrations: Arc::default(),
+            known: Arc::default(),
         };
         let mut node = Node::new(cfg);
+        node.remember(persisted.members.iter().cloned());
         #[allow(clippy::disallowed_methods)] // the driver owns the clock
         let origin = Instant::now();
+        let sites_at_start: Vec<SiteName> = copies.iter().map(|c| c.site.clone()).collect();
         node.handle(Time(0), Event::Start(copies));
+        // A master copy still master after the start (the quorum guard
+        // holds with the members remembered) serves at once; one that
+        // stepped down waits for an election like any replica.
+        for site in sites_at_start {
+            if node.copy(&site).is_some_and(|c| c.0 == Role::Master) {
+                sites.ready(&site, true);
+            }
+        }
+        *sites.known.lock().expect("known lock is never poisoned") = node.known_members();
         let driver = Driver {
             live: std::collections::BTreeSet::new(),
             node,
@@ -585,6 +599,7 @@ impl Driver {
                     }
                     let now = self.now();
                     self.node.handle(now, Event::View(view));
+                    self.remember_members();
                 }
                 cmd = self.rx.recv() => {
                     let Some(cmd) = cmd else { break };
@@ -841,6 +856,24 @@ impl Driver {
             .filter(|h| h.alive && h.node != self.sites.me)
             .map(|h| h.copy.head.guid)
             .collect()
+    }
+
+    /// Keeps the known members on disk (and for the proxy's fence)
+    /// whenever they change.
+    fn remember_members(&mut self) {
+        let known = self.node.known_members();
+        if known == self.persisted.members {
+            return;
+        }
+        *self
+            .sites
+            .known
+            .lock()
+            .expect("known lock is never poisoned") = known.clone();
+        self.persisted.members = known;
+        if let Err(e) = self.save() {
+            warn!(error = %e, "cannot save the known members");
+        }
     }
 
     fn save(&self) -> anyhow::Result<()> {

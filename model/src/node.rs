@@ -78,6 +78,13 @@ pub struct NodeConfig {
     /// was seen dead.
     /// Keeping a master (and stepping down) uses the plain live count.
     pub election_warmup: Duration,
+    /// How long after `Event::Start` the members remembered from before
+    /// a restart (`Node::remember`) still count as known members, alive or
+    /// not: as long as gossip keeps a dead member (its dead-node grace).
+    /// Without them, a restarted node sees only itself, then whichever
+    /// members it hears from: 1 of 1 is a majority, and a node restarted
+    /// on the minority side of a split counts only that side.
+    pub remember_for: Duration,
 }
 
 impl NodeConfig {
@@ -91,6 +98,7 @@ impl NodeConfig {
             election_grace: Duration::from_secs(5),
             election_settle: Duration::from_millis(1300),
             election_warmup: Duration::from_secs(10),
+            remember_for: Duration::from_secs(3600),
         }
     }
 }
@@ -245,6 +253,10 @@ struct Copy {
     /// counts (and is published) as a replica; `Demote` follows as soon as
     /// the action ends.
     demote_pending: bool,
+    /// A promotion failed (the copy could not be made writable): `Promote`
+    /// is asked for again after the retry delay. The claim stands
+    /// meanwhile; the driver serves the copy only once a promotion works.
+    promote_pending: bool,
     /// Snapshot as soon as the copy is free (`Event::Flush`).
     flush: bool,
     /// A migration's hand-over to this copy (`Event::TakeOver`).
@@ -371,24 +383,46 @@ pub fn serving_master(view: &View, site: &SiteName) -> Option<(NodeName, Epoch)>
 /// (left ones excepted) and how many of them are alive, itself included.
 /// A node serves and promotes with the guard on only while
 /// `allows_promotion()` holds.
-pub fn quorum_of(view: &View, me: &NodeName, guard: bool) -> Quorum {
-    let known = view
-        .members
-        .iter()
-        .filter(|(n, m)| !m.left || *n == me)
-        .count()
-        .max(1);
-    let alive = view
+///
+/// `remembered` are members known from before a restart
+/// ([`Node::known_members`]): they count as known unless the view says they
+/// left.
+pub fn quorum_of(
+    view: &View,
+    me: &NodeName,
+    guard: bool,
+    remembered: &BTreeSet<NodeName>,
+) -> Quorum {
+    let known = known_count(view, me, remembered);
+    let alive = (view
         .members
         .iter()
         .filter(|(n, m)| (m.alive && !m.left) || *n == me)
         .count()
-        .min(known);
+        + usize::from(!view.members.contains_key(me)))
+    .min(known);
     Quorum {
         known_members: known,
         alive_members: alive,
         guard,
     }
+}
+
+/// The members `me` knows: those of the view that did not leave, itself,
+/// and the `remembered` ones the view does not list (a member the view
+/// lists as left is not known).
+fn known_count(view: &View, me: &NodeName, remembered: &BTreeSet<NodeName>) -> usize {
+    let listed = view
+        .members
+        .iter()
+        .filter(|(n, m)| !m.left || *n == me)
+        .count();
+    let me_unlisted = usize::from(!view.members.contains_key(me));
+    let extra = remembered
+        .iter()
+        .filter(|n| *n != me && !view.members.contains_key(*n))
+        .count();
+    listed + me_unlisted + extra
 }
 
 /// The site logic of one node. See the module docs.
@@ -426,6 +460,8 @@ pub struct Node {
     /// Sites this node keeps a copy of regardless of placement
     /// (`Event::Pin`: a migration's target).
     pinned: BTreeSet<SiteName>,
+    /// Members known before a restart (`remember`).
+    remembered: BTreeSet<NodeName>,
     published: BTreeMap<String, String>,
     actions: VecDeque<Action>,
 }
@@ -449,6 +485,7 @@ impl Node {
             copies: BTreeMap::new(),
             tombstones: BTreeMap::new(),
             pinned: BTreeSet::new(),
+            remembered: BTreeSet::new(),
             published: BTreeMap::new(),
             actions: VecDeque::new(),
         }
@@ -456,6 +493,47 @@ impl Node {
 
     pub fn name(&self) -> &NodeName {
         &self.cfg.name
+    }
+
+    /// The members this node knew before a restart (what
+    /// [`Node::known_members`] returned then, read back from disk). Call it
+    /// before `Event::Start`. For `remember_for` after the start they count
+    /// as known members for the quorum guard, so that a restarted master
+    /// that sees no one yet does not keep its claim on a majority of one.
+    pub fn remember(&mut self, members: impl IntoIterator<Item = NodeName>) {
+        self.remembered.extend(members);
+    }
+
+    /// The members this node knows now, to be kept on disk for the next
+    /// start: those of the view that did not leave, this node, and the
+    /// remembered ones still in their window.
+    pub fn known_members(&self) -> BTreeSet<NodeName> {
+        let me = &self.cfg.name;
+        let mut out: BTreeSet<NodeName> = self
+            .view
+            .members
+            .iter()
+            .filter(|(n, m)| !m.left || *n == me)
+            .map(|(n, _)| n.clone())
+            .collect();
+        out.insert(me.clone());
+        out.extend(
+            self.remembered_now()
+                .iter()
+                .filter(|n| !self.view.members.contains_key(*n))
+                .cloned(),
+        );
+        out
+    }
+
+    /// The remembered members while they still count.
+    fn remembered_now(&self) -> &BTreeSet<NodeName> {
+        static NONE: BTreeSet<NodeName> = BTreeSet::new();
+        if self.now < self.started_at.plus(self.cfg.remember_for) {
+            &self.remembered
+        } else {
+            &NONE
+        }
     }
 
     pub fn handle(&mut self, now: Time, event: Event) {
@@ -484,6 +562,7 @@ impl Node {
                             failures: 0,
                             retry_at: now,
                             demote_pending: false,
+                            promote_pending: false,
                             flush: false,
                             takeover: None,
                         },
@@ -534,6 +613,7 @@ impl Node {
                         failures: 0,
                         retry_at: now,
                         demote_pending: false,
+                        promote_pending: false,
                         flush: false,
                         takeover: None,
                     },
@@ -714,9 +794,12 @@ impl Node {
             }
             Outcome::Switched(Ok(())) => {}
             Outcome::Switched(Err(_)) => {
-                // A failed demotion is tried again; the copy stays a replica.
-                if c.role == Role::Replica {
-                    c.demote_pending = true;
+                // A failed demotion or promotion is tried again, for the
+                // role the copy has now.
+                match c.role {
+                    Role::Replica => c.demote_pending = true,
+                    Role::Master => c.promote_pending = true,
+                    Role::Diverged => {}
                 }
                 c.failures += 1;
                 c.retry_at = now.plus(backoff(c.failures, &self.cfg));
@@ -760,14 +843,7 @@ impl Node {
         // This node is a live member even before its view lists it.
         let me = &self.cfg.name;
         let listed = usize::from(self.view.members.contains_key(me));
-        let known = self
-            .view
-            .members
-            .iter()
-            .filter(|(n, m)| !m.left || *n == me)
-            .count()
-            + 1
-            - listed;
+        let known = known_count(&self.view, me, self.remembered_now());
         let alive = self
             .live_members()
             .filter(|(n, _)| *n == me || counts(n))
@@ -992,6 +1068,7 @@ impl Node {
                         failures: 0,
                         retry_at: now,
                         demote_pending: false,
+                        promote_pending: false,
                         flush: false,
                         takeover: None,
                     },
@@ -1026,6 +1103,7 @@ impl Node {
             c.role = Role::Replica;
             c.epoch = epoch;
             c.demote_pending = true;
+            c.promote_pending = false;
             self.actions.push_back(Action::Persist {
                 site: site.clone(),
                 role: Role::Replica,
@@ -1044,6 +1122,17 @@ impl Node {
             c.busy = true;
             self.actions
                 .push_back(Action::Demote { site: site.clone() });
+            return;
+        }
+        if c.promote_pending && c.role == Role::Master {
+            let c = self.copies.get_mut(site).expect("checked above");
+            c.promote_pending = false;
+            c.busy = true;
+            let epoch = c.epoch;
+            self.actions.push_back(Action::Promote {
+                site: site.clone(),
+                epoch,
+            });
             return;
         }
         let spec_id = c.spec.as_ref().map(|s| s.id);
@@ -1362,6 +1451,97 @@ mod tests {
         v.members.insert(n("b"), member(true, vec![]));
         v.members.insert(n("c"), member(true, vec![]));
         v
+    }
+
+    #[test]
+    fn a_restarted_master_that_remembers_the_cluster_does_not_keep_its_claim_alone() {
+        // Found by the 50-round fault test: a master killed and restarted
+        // saw only itself (1 of 1 known members is a majority) and served
+        // its copy for ~0.7 s before hearing of the new master.
+        let master = || LocalCopy {
+            site: s("blog"),
+            role: Role::Master,
+            epoch: Epoch(1),
+            chain: vec![head(5)],
+            spec: Some(spec("blog", 3)),
+        };
+        let mut a = Node::new(NodeConfig::new(n("a")));
+        a.remember([n("a"), n("b"), n("c")]);
+        a.handle(Time(0), Event::Start(vec![master()]));
+        let acts = drain(&mut a);
+        assert_eq!(a.copy(&s("blog")).map(|c| c.0), Some(Role::Replica));
+        assert!(
+            acts.contains(&Action::Demote { site: s("blog") }),
+            "{acts:?}"
+        );
+        assert!(!acts.iter().any(|x| matches!(x, Action::Promote { .. })));
+        assert_eq!(
+            a.known_members(),
+            [n("a"), n("b"), n("c")].into_iter().collect()
+        );
+        // Alone in a cluster of one it keeps its claim, as before.
+        let mut solo = Node::new(NodeConfig::new(n("a")));
+        solo.remember([n("a")]);
+        solo.handle(Time(0), Event::Start(vec![master()]));
+        drain(&mut solo);
+        assert_eq!(solo.copy(&s("blog")).map(|c| c.0), Some(Role::Master));
+        // The remembered members stop counting after `remember_for`: a
+        // member gossip forgot is not known forever.
+        let mut cfg = NodeConfig::new(n("a"));
+        cfg.remember_for = Duration::from_secs(60);
+        let mut late = Node::new(cfg);
+        late.remember([n("a"), n("b"), n("c")]);
+        late.handle(Time(0), Event::Start(vec![]));
+        assert_eq!(late.known_members().len(), 3);
+        late.handle(Time(61_000), Event::Tick);
+        assert_eq!(late.known_members(), [n("a")].into_iter().collect());
+        // The public quorum (the proxy's fence) counts them too, unless
+        // the view says they left.
+        let mut v = View::default();
+        v.members.insert(n("a"), member(true, vec![]));
+        let remembered = [n("a"), n("b"), n("c")].into_iter().collect();
+        assert!(!quorum_of(&v, &n("a"), true, &remembered).allows_promotion());
+        v.members.insert(n("b"), member(true, vec![]));
+        assert!(quorum_of(&v, &n("a"), true, &remembered).allows_promotion());
+        let mut left = member(false, vec![]);
+        left.left = true;
+        v.members.insert(n("b"), left.clone());
+        v.members.insert(n("c"), left);
+        assert!(quorum_of(&v, &n("a"), true, &remembered).allows_promotion());
+    }
+
+    #[test]
+    fn a_failed_promotion_is_tried_again() {
+        let mut a = started(
+            "a",
+            vec![LocalCopy {
+                site: s("blog"),
+                role: Role::Master,
+                epoch: Epoch(1),
+                chain: vec![head(5)],
+                spec: Some(spec("blog", 3)),
+            }],
+        );
+        a.handle(Time(6000), Event::View(master_view(true)));
+        drain(&mut a);
+        // As if a promotion to epoch 1 had just been asked for and failed.
+        a.copies.get_mut(&s("blog")).expect("copy").busy = true;
+        a.handle(
+            Time(6001),
+            Event::Done(s("blog"), Outcome::Switched(Err("busy".into()))),
+        );
+        assert!(drain(&mut a).is_empty(), "not before the retry delay");
+        let retry = a.poll_timeout().expect("a retry is due");
+        assert!(retry > Time(6001), "{retry:?}");
+        a.handle(retry, Event::Tick);
+        assert_eq!(
+            drain(&mut a),
+            vec![Action::Promote {
+                site: s("blog"),
+                epoch: Epoch(1)
+            }]
+        );
+        assert_eq!(a.copy(&s("blog")).map(|c| c.0), Some(Role::Master));
     }
 
     #[test]

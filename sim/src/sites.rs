@@ -249,6 +249,9 @@ fn parse_member(state: &chitchat::NodeState, old: Option<Parsed>) -> Parsed {
 struct Disk {
     store: MemStore,
     persisted: BTreeMap<SiteName, (Role, Epoch)>,
+    /// The members the node knew (`Node::known_members`), as the daemon
+    /// keeps them in sites.json.
+    members: BTreeSet<NodeName>,
     /// Logical bytes written since the newest snapshot, per site.
     dirty_bytes: BTreeMap<SiteName, u64>,
 }
@@ -410,6 +413,7 @@ impl SiteLayer {
                     disk: Disk {
                         store: MemStore::new(stores.next_u64()),
                         persisted: BTreeMap::new(),
+                        members: BTreeSet::new(),
                         dirty_bytes: BTreeMap::new(),
                     },
                     mem: None,
@@ -581,6 +585,7 @@ impl SiteLayer {
             cfg.election_settle = settle;
         }
         let mut node = Node::new(cfg);
+        node.remember(disk.members.iter().cloned());
         node.handle(ms(now), Event::Start(copies));
         self.nodes[i].mem = Some(Mem {
             generation,
@@ -652,10 +657,15 @@ impl SiteLayer {
         let Some(mem) = &mut self.nodes[i].mem else {
             return;
         };
-        if matches!(event, Event::View(_)) {
-            self.stats.views_fed += 1;
-        }
+        let view = matches!(event, Event::View(_));
         mem.node.handle(ms(now), event);
+        if view {
+            self.stats.views_fed += 1;
+            let known = mem.node.known_members();
+            if known != self.nodes[i].disk.members {
+                self.nodes[i].disk.members = known;
+            }
+        }
         self.drive(i, nodes, world).await;
     }
 
