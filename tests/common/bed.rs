@@ -160,7 +160,22 @@ impl Bed {
     /// Waits until every host in `ks` answers 200 for the site; returns the
     /// (node, epoch) that answered.
     pub fn wait_served(&self, ks: &[usize], within: Duration) -> (String, u64) {
+        let start = std::time::Instant::now();
+        let mut last_try = Vec::new();
         wait_for(&format!("{SITE} served through {ks:?}"), within, || {
+            if start.elapsed() + Duration::from_millis(600) >= within && last_try.is_empty() {
+                // About to time out: say what each host answers and sees.
+                for &k in ks {
+                    let (status, body) = self.get(k, "/");
+                    let show = self.ringhost(k, &["site", "show", SITE, "--json"]);
+                    last_try.push(format!(
+                        "host {k}: {status} {:?}; site show: {}",
+                        body.chars().take(80).collect::<String>(),
+                        String::from_utf8_lossy(&show.stdout).replace('\n', "")
+                    ));
+                }
+                eprintln!("{}", last_try.join("\n"));
+            }
             let mut seen = None;
             for &k in ks {
                 let (status, body) = self.get(k, "/");

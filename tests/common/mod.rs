@@ -339,6 +339,22 @@ impl Drop for Env {
     /// can then be understood from CI's output alone.
     fn drop(&mut self) {
         self.destroy_pools();
+        // RINGHOST_TEST_KEEP_LOGS=DIR keeps every node's log, for reading
+        // a passing run (a benchmark's timings at debug level, say).
+        if let Some(keep) = std::env::var_os("RINGHOST_TEST_KEEP_LOGS") {
+            let keep = PathBuf::from(keep);
+            let _ = std::fs::create_dir_all(&keep);
+            for e in std::fs::read_dir(self.tmp.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let path = e.path();
+                if path.extension().is_some_and(|x| x == "log") {
+                    let _ = std::fs::copy(&path, keep.join(e.file_name()));
+                }
+            }
+        }
         if !std::thread::panicking() {
             return;
         }
