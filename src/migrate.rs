@@ -23,6 +23,10 @@
 //! If the hand-over fails (the target died, the final send broke, a
 //! timeout), the site resumes on the master: its command restarts and the
 //! queue is released there. Epochs fence a migration that races a failover.
+//!
+//! Each migration the master ran is recorded ([`Record`], the last
+//! [`HISTORY_KEPT`] per site in `DATA_DIR/migrations.json`) and gossiped
+//! under `migrations:<site>`, so that `site show` on any node lists them.
 
 use std::time::{Duration, Instant};
 
@@ -50,6 +54,15 @@ pub const TAKEOVER_TIMEOUT: Duration = Duration::from_secs(20);
 const ROUND_TIMEOUT: Duration = Duration::from_secs(900);
 /// How long the old master forwards arrivals after every view caught up.
 const REDIRECT_LINGER: Duration = Duration::from_secs(30);
+/// Migrations of a site a node keeps (those it ran as the site's master),
+/// and `site show` lists.
+pub const HISTORY_KEPT: usize = 5;
+/// Where a node keeps them, in its data dir.
+pub const HISTORY_FILE: &str = "migrations.json";
+/// The gossip key that publishes them: `migrations:<site>`.
+pub const HISTORY_PREFIX: &str = "migrations:";
+/// How often a pre-copy round reports the bytes sent so far.
+const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 
 /// One step of a migration, as `site migrate --json` prints it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -60,6 +73,15 @@ pub enum Progress {
         from: String,
         to: String,
         epoch: u64,
+    },
+    /// A pre-copy round under way: `bytes` sent to the target so far in
+    /// this round, of about `total` (the site's size, when the target
+    /// takes a full copy; unknown for an incremental round). Sent every
+    /// [`PROGRESS_EVERY`]; a log keeps only the latest (`Log::copying`).
+    Copying {
+        round: u32,
+        bytes: u64,
+        total: Option<u64>,
     },
     /// A pre-copy round: the target holds snapshot `seq`; `bytes` went to
     /// it in this round.
@@ -115,15 +137,214 @@ pub struct Report {
 pub struct Log {
     pub events: Vec<Progress>,
     pub done: bool,
+    /// The running pre-copy round's bytes so far (a `copying` event), until
+    /// the round ends.
+    #[serde(default)]
+    pub copying: Option<Progress>,
 }
 
 fn record(sites: &Sites, site: &SiteName, p: &Progress) {
     let mut m = sites.migrations.lock().expect("migrations lock");
     let log = m.entry(site.clone()).or_default();
+    if matches!(p, Progress::Copying { .. }) {
+        log.copying = Some(p.clone());
+        return;
+    }
+    log.copying = None;
     if matches!(p, Progress::Done(_) | Progress::Failed { .. }) {
         log.done = true;
     }
     log.events.push(p.clone());
+}
+
+/// One migration as `site show` lists it: recorded by the node that ran it
+/// (the site's master when it began).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    pub from: String,
+    pub to: String,
+    /// When it began, Unix milliseconds (the source's clock).
+    pub started_ms: u64,
+    /// `"done"` (the target serves), or `"failed"` (nothing moved: the
+    /// site resumed on `resumed_on`, its queue released there).
+    pub outcome: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resumed_on: Option<String>,
+    /// The target's new epoch (done), or the source's (failed).
+    pub epoch: u64,
+    /// How long the gate held requests; null if it never paused.
+    pub pause_ms: Option<f64>,
+    /// Bytes of the last delta; null unless done.
+    pub final_delta_bytes: Option<u64>,
+    pub precopy_rounds: u32,
+    pub precopy_bytes: u64,
+    pub total_ms: f64,
+    /// The site's incarnation (its spec id): a site deleted and created
+    /// again under the same name does not inherit the old one's records.
+    pub spec_id: u64,
+}
+
+/// What [`orchestrate`] saw of its own events, for the record.
+#[derive(Default)]
+struct Seen {
+    epoch: u64,
+    rounds: u32,
+    precopy_bytes: u64,
+    paused: Option<Instant>,
+}
+
+impl Seen {
+    fn note(&mut self, p: &Progress) {
+        match p {
+            Progress::Started { epoch, .. } => self.epoch = *epoch,
+            Progress::Copied { bytes, .. } => {
+                self.rounds += 1;
+                self.precopy_bytes += bytes;
+            }
+            Progress::Paused { .. } => self.paused = Some(now()),
+            _ => {}
+        }
+    }
+}
+
+#[allow(clippy::disallowed_methods)] // a record's start time is wall time, shown to people
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Keeps `r` among the site's last [`HISTORY_KEPT`] migrations here, on
+/// disk and in gossip.
+async fn remember(sites: &Sites, site: &SiteName, r: Record) {
+    let snapshot = {
+        let mut h = sites.history.lock().expect("history lock");
+        let list = h.entry(site.clone()).or_default();
+        list.push(r);
+        let extra = list.len().saturating_sub(HISTORY_KEPT);
+        list.drain(..extra);
+        h.clone()
+    };
+    let path = sites.history_path.clone();
+    let write = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(&snapshot)?)?;
+        std::fs::rename(&tmp, &path)
+    })
+    .await;
+    if !matches!(write, Ok(Ok(()))) {
+        warn!(%site, "cannot persist the migration history: {write:?}");
+    }
+    publish_history(sites).await;
+}
+
+/// Gossips `migrations:<site>` for every site this node keeps records of.
+pub async fn publish_history(sites: &Sites) {
+    let h = sites.history.lock().expect("history lock").clone();
+    for (site, list) in h {
+        let value = serde_json::to_string(&list).unwrap_or_default();
+        sites
+            .gossip
+            .set(&format!("{HISTORY_PREFIX}{site}"), &value)
+            .await;
+    }
+}
+
+/// The last [`HISTORY_KEPT`] migrations of `site` (incarnation `spec_id`,
+/// if known) that any member gossips, oldest first.
+pub fn history_of(raw: &gossip::ClusterView, site: &SiteName, spec_id: Option<u64>) -> Vec<Record> {
+    let key = format!("{HISTORY_PREFIX}{site}");
+    let mut all: Vec<Record> = Vec::new();
+    for m in &raw.members {
+        if let Some(v) = m.keys.get(&key)
+            && let Ok(list) = serde_json::from_str::<Vec<Record>>(v)
+        {
+            for r in list {
+                if spec_id.is_none_or(|id| id == r.spec_id) && !all.contains(&r) {
+                    all.push(r);
+                }
+            }
+        }
+    }
+    all.sort_by(|a, b| (a.started_ms, &a.from).cmp(&(b.started_ms, &b.from)));
+    let extra = all.len().saturating_sub(HISTORY_KEPT);
+    all.drain(..extra);
+    all
+}
+
+/// Bytes of the files under `dir` (a site's size, for a full copy's
+/// progress), counting at most 200 000 entries.
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    let mut total = 0;
+    let mut seen = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            seen += 1;
+            if seen > 200_000 {
+                return total;
+            }
+            let Ok(t) = e.file_type() else { continue };
+            if t.is_dir() {
+                stack.push(e.path());
+            } else if t.is_file() {
+                total += e.metadata().map_or(0, |m| m.len());
+            }
+        }
+    }
+    total
+}
+
+/// The bytes a first pre-copy round sends, if known: the site's size when
+/// the target has no copy yet.
+async fn first_round_total(sites: &Sites, site: &SiteName, to: &NodeName) -> Option<u64> {
+    let c: CopyReply = call(sites, to, &Request::MigrateStatus { site: site.clone() })
+        .await
+        .ok()?;
+    if c.guid.is_some() {
+        return None;
+    }
+    let store = sites.store.clone();
+    let site = site.clone();
+    tokio::task::spawn_blocking(move || store.mountpoint(&site).ok().map(|p| dir_bytes(&p)))
+        .await
+        .ok()
+        .flatten()
+}
+
+/// [`wait_copy`] for pre-copy round `round`, reporting the bytes sent to
+/// `to` since `before` every [`PROGRESS_EVERY`].
+#[allow(clippy::too_many_arguments)]
+async fn wait_copy_reporting(
+    sites: &Sites,
+    to: &NodeName,
+    site: &SiteName,
+    head: Head,
+    round: u32,
+    before: u64,
+    total: Option<u64>,
+    emit: &(dyn Fn(Progress) + Sync),
+) -> Result<(), String> {
+    let copy = wait_copy(sites, to, site, head, ROUND_TIMEOUT);
+    let report = async {
+        loop {
+            tokio::time::sleep(PROGRESS_EVERY).await;
+            emit(Progress::Copying {
+                round,
+                bytes: sent_to(sites, site, to).saturating_sub(before),
+                total,
+            });
+        }
+    };
+    tokio::select! {
+        r = copy => r,
+        () = report => unreachable!("the report loop never ends"),
+    }
 }
 
 fn ms(since: Instant) -> u64 {
@@ -295,7 +516,10 @@ fn sent_to(sites: &Sites, site: &SiteName, to: &NodeName) -> u64 {
         .unwrap_or(0)
 }
 
-/// Waits until `to`'s copy of `site` holds `head`.
+/// Waits until `to`'s copy of `site` holds `head`: its head is `head`, or
+/// a later snapshot of this master's chain (under writes the master
+/// snapshots again while the target pulls, and a replica that lags pulls
+/// the newest snapshot, past `head`).
 async fn wait_copy(
     sites: &Sites,
     to: &NodeName,
@@ -308,7 +532,8 @@ async fn wait_copy(
         let r: Result<CopyReply, String> =
             call(sites, to, &Request::MigrateStatus { site: site.clone() }).await;
         if let Ok(c) = &r
-            && c.guid.as_deref() == Some(head.guid.to_string().as_str())
+            && (c.guid.as_deref() == Some(head.guid.to_string().as_str())
+                || (c.role.as_deref() == Some("replica") && c.seq.is_some_and(|s| s > head.seq)))
         {
             return Ok(());
         }
@@ -399,14 +624,61 @@ pub async fn orchestrate(
     to: &NodeName,
     emit: &(dyn Fn(Progress) + Sync),
 ) -> Result<Report, String> {
-    let r = run(sites, site, to, emit).await;
+    let started_ms = unix_ms();
+    let t0 = now();
+    let spec_id = {
+        let view = crate::sites::model_view(&sites.gossip.view().borrow());
+        crate::serving::current_specs(&view)
+            .get(site)
+            .map_or(0, |s| s.id)
+    };
+    let seen = std::sync::Mutex::new(Seen::default());
+    let track = |p: Progress| {
+        seen.lock().expect("seen lock").note(&p);
+        emit(p);
+    };
+    let r = run(sites, site, to, &track).await;
     if let Err(e) = &r {
         warn!(%site, %to, error = %e, "migration failed; the site stays here");
-        emit(Progress::Failed {
+        track(Progress::Failed {
             error: e.clone(),
             resumed_on: sites.me.to_string(),
         });
     }
+    let seen = seen.into_inner().expect("seen lock");
+    let record = match &r {
+        Ok(rep) => Record {
+            from: rep.from.clone(),
+            to: rep.to.clone(),
+            started_ms,
+            outcome: "done".into(),
+            error: None,
+            resumed_on: None,
+            epoch: rep.epoch,
+            pause_ms: Some(rep.pause_ms),
+            final_delta_bytes: Some(rep.final_delta_bytes),
+            precopy_rounds: rep.precopy_rounds,
+            precopy_bytes: rep.precopy_bytes,
+            total_ms: rep.total_ms,
+            spec_id,
+        },
+        Err(e) => Record {
+            from: sites.me.to_string(),
+            to: to.to_string(),
+            started_ms,
+            outcome: "failed".into(),
+            error: Some(e.clone()),
+            resumed_on: Some(sites.me.to_string()),
+            epoch: seen.epoch,
+            pause_ms: seen.paused.map(|p| p.elapsed().as_secs_f64() * 1000.0),
+            final_delta_bytes: None,
+            precopy_rounds: seen.rounds,
+            precopy_bytes: seen.precopy_bytes,
+            total_ms: t0.elapsed().as_secs_f64() * 1000.0,
+            spec_id,
+        },
+    };
+    remember(sites, site, record).await;
     r
 }
 
@@ -447,6 +719,7 @@ async fn run(
         .await
         .map_err(|e| format!("{to} cannot take a copy: {e}"))?;
 
+    let first_total = first_round_total(sites, site, to).await;
     // 1. Pre-copy while the site serves.
     let mut rounds = 0;
     let mut precopy_bytes = 0;
@@ -455,7 +728,9 @@ async fn run(
         let r0 = now();
         let before = sent_to(sites, site, to);
         let head = sites.flush(site.clone()).await?;
-        if let Err(e) = wait_copy(sites, to, site, head, ROUND_TIMEOUT).await {
+        let total = if rounds == 1 { first_total } else { None };
+        let waited = wait_copy_reporting(sites, to, site, head, rounds, before, total, emit).await;
+        if let Err(e) = waited {
             unpin(sites, site, to).await;
             return Err(e);
         }
@@ -806,5 +1081,72 @@ pub fn admin_log(sites: &Sites, name: &str) -> hyper::Response<crate::admin::Bod
             StatusCode::NOT_FOUND,
             &serde_json::json!({ "error": format!("no migration of '{name}' on this node") }),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(from: &str, started_ms: u64, spec_id: u64) -> Record {
+        Record {
+            from: from.into(),
+            to: "x".into(),
+            started_ms,
+            outcome: "done".into(),
+            error: None,
+            resumed_on: None,
+            epoch: 1,
+            pause_ms: Some(1.0),
+            final_delta_bytes: Some(1),
+            precopy_rounds: 1,
+            precopy_bytes: 1,
+            total_ms: 2.0,
+            spec_id,
+        }
+    }
+
+    fn member(name: &str, records: &[Record]) -> gossip::Member {
+        gossip::Member {
+            name: name.parse().expect("name"),
+            state: gossip::MemberState::Alive,
+            generation: 1,
+            mesh_addr: "127.0.0.1:1".parse().expect("addr"),
+            zone: None,
+            version: String::new(),
+            proxy: gossip::ProxyAddrs::default(),
+            capacity: 100,
+            is_self: false,
+            keys: [(
+                format!("{HISTORY_PREFIX}s"),
+                serde_json::to_string(records).expect("json"),
+            )]
+            .into_iter()
+            .collect(),
+        }
+    }
+
+    #[test]
+    fn history_merges_every_members_records_newest_last_bounded_and_of_one_incarnation() {
+        let site: SiteName = "s".parse().expect("site");
+        let a: Vec<Record> = (0..4).map(|i| rec("a", 10 * i, 7)).collect();
+        let mut b: Vec<Record> = (0..4).map(|i| rec("b", 10 * i + 5, 7)).collect();
+        // An older incarnation's record, and one relayed twice.
+        b.push(rec("b", 1_000, 6));
+        b.push(a[3].clone());
+        let view = gossip::ClusterView {
+            members: vec![member("n1", &a), member("n2", &b)],
+        };
+        let h = history_of(&view, &site, Some(7));
+        let got: Vec<(&str, u64)> = h.iter().map(|r| (r.from.as_str(), r.started_ms)).collect();
+        assert_eq!(
+            got,
+            [("b", 15), ("a", 20), ("b", 25), ("a", 30), ("b", 35)],
+            "the last {HISTORY_KEPT}, oldest first, once each, of incarnation 7"
+        );
+        // Unknown incarnation: every record counts.
+        let h = history_of(&view, &site, None);
+        assert_eq!(h.last().map(|r| r.started_ms), Some(1_000));
+        assert_eq!(h.len(), HISTORY_KEPT);
     }
 }

@@ -38,6 +38,9 @@ pub struct SiteInfo {
     pub epoch: u64,
     pub copies: Vec<CopyInfo>,
     pub stashes: Vec<StashInfo>,
+    /// The site's last migrations, oldest first (docs/admin-api.md).
+    #[serde(default)]
+    pub migrations: Vec<crate::migrate::Record>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -189,6 +192,7 @@ fn site_infos(sites: &Sites, view: &View, raw: &gossip::ClusterView) -> Vec<Site
                 })
                 .collect(),
             stashes,
+            migrations: crate::migrate::history_of(raw, &site, spec.map(|s| s.id)),
         });
     }
     out

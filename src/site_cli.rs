@@ -154,6 +154,12 @@ pub fn run(cmd: SiteCommand) -> Result<(), Fail> {
             for st in &s.stashes {
                 out.push_str(&format!("\nstash on {}: {}", st.node, st.name));
             }
+            if !s.migrations.is_empty() {
+                out.push_str("\nmigrations (last first):");
+            }
+            for m in s.migrations.iter().rev() {
+                out.push_str(&format!("\n  {}", migration_line(m)));
+            }
             say(&out);
             Ok(())
         }
@@ -270,6 +276,75 @@ fn b_flush(mut w: std::io::BufWriter<ChunkWriter>) -> std::io::Result<()> {
     std::io::Write::flush(&mut w)
 }
 
+/// `2024-05-01 12:00:03 UTC` for Unix milliseconds.
+fn utc(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+/// One migration of `site show`'s list.
+fn migration_line(m: &crate::migrate::Record) -> String {
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    let outcome = match (&m.outcome[..], &m.resumed_on, &m.error) {
+        ("done", ..) => format!("done (epoch {})", m.epoch),
+        (_, Some(on), Some(e)) => format!("failed, resumed on {on}: {e}"),
+        (o, _, e) => format!("{o}: {}", e.as_deref().unwrap_or("-")),
+    };
+    let pause = m
+        .pause_ms
+        .map_or_else(|| "no pause".to_owned(), |p| format!("pause {p:.0} ms"));
+    let delta = m
+        .final_delta_bytes
+        .map_or_else(String::new, |b| format!(", final delta {:.2} MiB", mib(b)));
+    format!(
+        "{} {} -> {}: {outcome}; {pause}{delta}, {} pre-copy round{} ({:.1} MiB), total {:.2} s",
+        utc(m.started_ms),
+        m.from,
+        m.to,
+        m.precopy_rounds,
+        if m.precopy_rounds == 1 { "" } else { "s" },
+        mib(m.precopy_bytes),
+        m.total_ms / 1000.0
+    )
+}
+
+/// The pre-copy progress bar on a terminal: `round 1 [#####     ] 40.0/80.0 MiB`.
+fn progress_bar(round: u32, bytes: u64, total: Option<u64>) -> String {
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    const WIDTH: usize = 30;
+    match total {
+        Some(t) if t > 0 => {
+            let frac = (bytes as f64 / t as f64).clamp(0.0, 1.0);
+            let fill = (frac * WIDTH as f64).round() as usize;
+            format!(
+                "pre-copy round {round} [{}{}] {:.1}/{:.1} MiB {:>3.0}%",
+                "#".repeat(fill),
+                " ".repeat(WIDTH - fill),
+                mib(bytes),
+                mib(t),
+                frac * 100.0
+            )
+        }
+        _ => format!("pre-copy round {round}: {:.1} MiB sent", mib(bytes)),
+    }
+}
+
 /// `site migrate`: starts the migration, then follows its events.
 fn migrate(data_dir: &Path, name: &str, to: &str, json: bool) -> Result<(), Fail> {
     use crate::migrate::{Log, Progress};
@@ -285,6 +360,11 @@ fn migrate(data_dir: &Path, name: &str, to: &str, json: bool) -> Result<(), Fail
     )?;
     check(code, &body)?;
     let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    // A bar on a terminal; scripts get a line per phase (and, with
+    // --json, the `copying` events too).
+    let tty = !json && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let mut bar_shown = false;
+    let mut last_copying = None;
     let mut seen = 0;
     loop {
         let (code, body) = call(
@@ -296,7 +376,16 @@ fn migrate(data_dir: &Path, name: &str, to: &str, json: bool) -> Result<(), Fail
         let log: Log = serde_json::from_slice(&body)
             .context("malformed migration log")
             .code(EXIT_RUNTIME)?;
-        for ev in &log.events[seen.min(log.events.len())..] {
+        let fresh = &log.events[seen.min(log.events.len())..];
+        if bar_shown && !fresh.is_empty() {
+            // The next line replaces the bar.
+            use std::io::Write as _;
+            let mut err = std::io::stderr().lock();
+            let _ = write!(err, "\r\x1b[K");
+            let _ = err.flush();
+            bar_shown = false;
+        }
+        for ev in fresh {
             if json {
                 say(&serde_json::to_string(ev).unwrap_or_default());
                 continue;
@@ -310,6 +399,8 @@ fn migrate(data_dir: &Path, name: &str, to: &str, json: bool) -> Result<(), Fail
                 } => say(&format!(
                     "migrating {site} from {from} to {to} (epoch {epoch})"
                 )),
+                // Kept apart from the events (`Log::copying`).
+                Progress::Copying { .. } => {}
                 Progress::Copied {
                     round,
                     bytes,
@@ -355,6 +446,28 @@ fn migrate(data_dir: &Path, name: &str, to: &str, json: bool) -> Result<(), Fail
             }
         }
         seen = log.events.len();
+        if let Some(
+            c @ Progress::Copying {
+                round,
+                bytes,
+                total,
+            },
+        ) = &log.copying
+        {
+            let key = Some((*round, *bytes));
+            if key != last_copying {
+                last_copying = key;
+                if json {
+                    say(&serde_json::to_string(c).unwrap_or_default());
+                } else if tty {
+                    use std::io::Write as _;
+                    let mut err = std::io::stderr().lock();
+                    let _ = write!(err, "\r\x1b[K{}", progress_bar(*round, *bytes, *total));
+                    let _ = err.flush();
+                    bar_shown = true;
+                }
+            }
+        }
         if log.done {
             return match log.events.last() {
                 Some(Progress::Done(_)) => Ok(()),
@@ -366,5 +479,33 @@ fn migrate(data_dir: &Path, name: &str, to: &str, json: bool) -> Result<(), Fail
         }
         #[allow(clippy::disallowed_methods)] // a client polling its node
         std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_dates() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(utc(951_782_400_000), "2000-02-29 00:00:00 UTC");
+        assert_eq!(utc(1_700_000_000_123), "2023-11-14 22:13:20 UTC");
+    }
+
+    #[test]
+    fn the_progress_bar_fills_with_the_bytes_sent() {
+        assert_eq!(
+            progress_bar(1, 50 << 20, Some(100 << 20)),
+            "pre-copy round 1 [###############               ] 50.0/100.0 MiB  50%"
+        );
+        assert!(
+            progress_bar(1, 200 << 20, Some(100 << 20))
+                .contains("[##############################] 200.0/100.0 MiB 100%")
+        );
+        assert_eq!(
+            progress_bar(2, 3 << 20, None),
+            "pre-copy round 2: 3.0 MiB sent"
+        );
     }
 }

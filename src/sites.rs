@@ -106,7 +106,8 @@ pub struct Sites {
     pub me: NodeName,
     pub lag: Arc<Mutex<LagBook>>,
     pub prune: model::PrunePolicy,
-    /// Bytes of snapshot streams this node served, per site and peer.
+    /// Bytes of snapshot streams this node served, per site and peer
+    /// (counted as they are sent).
     pub sent: Arc<Mutex<BTreeMap<(SiteName, String), u64>>>,
     /// The node's proxy, once serving started (live migration uses its
     /// gates and routes).
@@ -126,6 +127,11 @@ pub struct Sites {
     /// included (`Node::known_members`): the proxy's quorum fence counts
     /// them.
     pub known: Arc<Mutex<std::collections::BTreeSet<NodeName>>>,
+    /// The last migrations this node ran as a site's master, by site
+    /// (`DATA_DIR/migrations.json`, gossiped as `migrations:<site>`).
+    pub history: Arc<Mutex<BTreeMap<SiteName, Vec<crate::migrate::Record>>>>,
+    /// Where `history` persists.
+    pub history_path: PathBuf,
 }
 
 impl std::fmt::Debug for Sites {
@@ -253,6 +259,13 @@ impl Sites {
             serving_ready: Arc::default(),
             migrations: Arc::default(),
             known: Arc::default(),
+            history: Arc::new(Mutex::new(
+                std::fs::read(data_dir.join(crate::migrate::HISTORY_FILE))
+                    .ok()
+                    .and_then(|b| serde_json::from_slice(&b).ok())
+                    .unwrap_or_default(),
+            )),
+            history_path: data_dir.join(crate::migrate::HISTORY_FILE),
         };
         let mut node = Node::new(cfg);
         node.remember(persisted.members.iter().cloned());
@@ -283,6 +296,7 @@ impl Sites {
         };
         let task = tokio::spawn(driver.run());
         sites.publish_stashes().await;
+        crate::migrate::publish_history(&sites).await;
         Ok((sites, task))
     }
 
@@ -501,7 +515,8 @@ impl Sites {
         };
         let from = from.and_then(|g| g.parse().ok()).map(Guid);
         let to = newest.guid;
-        let site_name = site.clone();
+        let key = (site.clone(), peer.to_owned());
+        let counter = self.sent.clone();
         let store = self.store.clone();
         let writer = std::mem::replace(&mut s.writer, Box::new(tokio::io::sink()));
         let mut bridge = tokio_util::io::SyncIoBridge::new(writer);
@@ -517,6 +532,12 @@ impl Sites {
                 }
                 std::io::Write::write_all(&mut bridge, &buf[..got]).map_err(|e| e.to_string())?;
                 n += got as u64;
+                // Counted as it goes: a migration's progress reads it.
+                *counter
+                    .lock()
+                    .expect("sent lock is never poisoned")
+                    .entry(key.clone())
+                    .or_insert(0) += got as u64;
             }
             std::io::Write::flush(&mut bridge).map_err(|e| e.to_string())?;
             bridge.shutdown().map_err(|e| e.to_string())?;
@@ -525,15 +546,7 @@ impl Sites {
         .await
         .map_err(|e| anyhow::anyhow!("send task failed: {e}"))?;
         match sent {
-            Ok(n) => {
-                debug!(bytes = n, "pull served");
-                self.sent
-                    .lock()
-                    .expect("sent lock is never poisoned")
-                    .entry((site_name, peer.to_owned()))
-                    .and_modify(|t| *t += n)
-                    .or_insert(n);
-            }
+            Ok(n) => debug!(bytes = n, "pull served"),
             Err(e) => warn!(error = %e, "sending a snapshot stream failed"),
         }
         Ok(())

@@ -8,7 +8,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -229,63 +229,6 @@ class H(http.server.BaseHTTPRequestHandler):
 http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
 "#;
 
-const WS_PY: &str = r#"
-import base64, hashlib, os, socket, struct, threading
-GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-def exact(c, n):
-    b = b""
-    while len(b) < n:
-        d = c.recv(n - len(b))
-        if not d:
-            raise EOFError
-        b += d
-    return b
-def send(c, p, op=1):
-    n = len(p)
-    h = bytes([0x80 | op]) + (bytes([n]) if n < 126 else bytes([126]) + struct.pack(">H", n) if n < 65536 else bytes([127]) + struct.pack(">Q", n))
-    c.sendall(h + p)
-def handle(c):
-    try:
-        data = b""
-        while b"\r\n\r\n" not in data:
-            d = c.recv(4096)
-            if not d:
-                return
-            data += d
-        lines = data.split(b"\r\n\r\n")[0].decode().split("\r\n")
-        key = [l.split(":", 1)[1].strip() for l in lines if l.lower().startswith("sec-websocket-key:")]
-        if not key:
-            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\nConnection: close\r\n\r\nws site\n")
-            return
-        acc = base64.b64encode(hashlib.sha1((key[0] + GUID).encode()).digest()).decode()
-        c.sendall(("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: " + acc + "\r\n\r\n").encode())
-        send(c, b"hello from the site")
-        while True:
-            b0, b1 = exact(c, 2)
-            op, n = b0 & 15, b1 & 127
-            if n == 126:
-                n = struct.unpack(">H", exact(c, 2))[0]
-            elif n == 127:
-                n = struct.unpack(">Q", exact(c, 8))[0]
-            mask = exact(c, 4) if b1 & 128 else b"\0\0\0\0"
-            payload = bytes(x ^ mask[i % 4] for i, x in enumerate(exact(c, n)))
-            if op == 8:
-                send(c, payload, 8)
-                return
-            send(c, b"echo: " + payload, op)
-    except (EOFError, OSError):
-        pass
-    finally:
-        c.close()
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("127.0.0.1", int(os.environ["PORT"])))
-s.listen(64)
-while True:
-    c, _ = s.accept()
-    threading.Thread(target=handle, args=(c,), daemon=True).start()
-"#;
-
 const TLS_PY: &str = r#"
 import http.server, os, ssl, threading
 def handler(text):
@@ -455,7 +398,7 @@ fn five_nodes_serve_twenty_sites_through_every_node_with_large_bodies_websocket_
         "ws",
         "ws.test",
         "exec python3 ws.py",
-        vec![("ws.py".into(), WS_PY.into())],
+        vec![("ws.py".into(), common::ws::ECHO_APP.into())],
     );
     ws.check.push(("/".into(), b"ws site\n".to_vec()));
     cases.push(ws);
@@ -618,17 +561,9 @@ fn websocket_echo(port: u16) {
         let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
         s.set_read_timeout(Some(Duration::from_secs(10)))
             .expect("timeout");
-        write!(
-            s,
-            "GET /chat HTTP/1.1\r\nHost: ws.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        )
-        .expect("write");
-        let head = read_head(&mut s);
+        let head = common::ws::handshake(&mut s, "ws.test");
         if head.starts_with("HTTP/1.1 101") {
-            assert!(
-                head.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
-                "accept key: {head}"
-            );
+            assert!(head.contains(common::ws::ACCEPT), "accept key: {head}");
             break s;
         }
         assert!(
@@ -642,57 +577,18 @@ fn websocket_echo(port: u16) {
     // Client to server and back, with a payload that needs a 16-bit length.
     let msg = bytes(3, 1000);
     let text: Vec<u8> = msg.iter().map(|b| b'a' + b % 26).collect();
-    write_frame(&mut s, 1, &text);
+    common::ws::write_frame(&mut s, 1, &text);
     let mut want = b"echo: ".to_vec();
     want.extend_from_slice(&text);
     assert_eq!(read_frame(&mut s), (1, want));
-    write_frame(&mut s, 8, &[3, 232]);
+    common::ws::write_frame(&mut s, 8, &[3, 232]);
     assert_eq!(read_frame(&mut s).0, 8);
 }
 
-fn read_head(s: &mut TcpStream) -> String {
-    let mut head = Vec::new();
-    let mut b = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") && head.len() < 16384 {
-        match s.read(&mut b) {
-            Ok(1) => head.push(b[0]),
-            _ => break,
-        }
-    }
-    String::from_utf8_lossy(&head).into_owned()
-}
-
-fn write_frame(s: &mut TcpStream, op: u8, payload: &[u8]) {
-    let mask = [0x12u8, 0x34, 0x56, 0x78];
-    let mut f = vec![0x80 | op];
-    if payload.len() < 126 {
-        f.push(0x80 | payload.len() as u8);
-    } else {
-        f.push(0x80 | 126);
-        f.extend_from_slice(&(payload.len() as u16).to_be_bytes());
-    }
-    f.extend_from_slice(&mask);
-    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-    s.write_all(&f).expect("write frame");
-}
-
 fn read_frame(s: &mut TcpStream) -> (u8, Vec<u8>) {
-    let mut h = [0u8; 2];
-    s.read_exact(&mut h).expect("frame head");
-    let mut n = u64::from(h[1] & 127);
-    if n == 126 {
-        let mut l = [0u8; 2];
-        s.read_exact(&mut l).expect("len");
-        n = u64::from(u16::from_be_bytes(l));
-    } else if n == 127 {
-        let mut l = [0u8; 8];
-        s.read_exact(&mut l).expect("len");
-        n = u64::from_be_bytes(l);
-    }
-    assert!(h[1] & 0x80 == 0, "a server frame is not masked");
-    let mut p = vec![0u8; usize::try_from(n).expect("small frame")];
-    s.read_exact(&mut p).expect("payload");
-    (h[0] & 15, p)
+    common::ws::read_frame(s)
+        .expect("a frame")
+        .expect("the connection is open")
 }
 
 #[test]
@@ -750,7 +646,7 @@ fn unknown_hosts_bad_requests_and_a_master_lost_without_quorum_get_clear_answers
     s.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
     s.write_all(b"THIS IS NOT HTTP\r\n\r\n").expect("write");
-    let head = read_head(&mut s);
+    let head = common::ws::read_head(&mut s);
     assert!(head.starts_with("HTTP/1.1 400"), "{head}");
 
     // The master and one more node die: the survivor sees no quorum and

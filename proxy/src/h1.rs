@@ -579,18 +579,24 @@ where
             up.buf.clear();
         }
         let splice = crate::server::splice(&mut self.r, &mut self.w, &mut up.r, &mut up.w);
-        match self.in_flight.as_mut() {
+        let closed = match self.in_flight.as_mut() {
             // A migration's drain timeout closes an upgraded connection
             // (a WebSocket) rather than let it hold the pause open.
             Some(g) => {
                 tokio::select! {
-                    () = splice => {}
-                    () = g.closing() => {
-                        debug!(client = %self.peer, "upgraded connection closed for a site migration");
-                    }
+                    () = splice => false,
+                    () = g.closing() => true,
                 }
             }
-            None => splice.await,
+            None => {
+                splice.await;
+                false
+            }
+        };
+        if closed && let Some(g) = self.in_flight.take() {
+            debug!(client = %self.peer, "upgraded connection closed for a site migration");
+            drop(up);
+            crate::server::end_for_migration(&mut self.r, &mut self.w, g).await;
         }
     }
 }

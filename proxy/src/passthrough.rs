@@ -138,8 +138,13 @@ async fn local<R, W>(
     }
     // A migration's drain timeout closes the connection rather than let
     // it hold the pause open.
-    tokio::select! {
-        () = splice(r, w, &mut br, &mut bw) => {}
-        () = in_flight.closing() => debug!(site, "TLS connection closed for a site migration"),
+    let closed = tokio::select! {
+        () = splice(r, w, &mut br, &mut bw) => false,
+        () = in_flight.closing() => true,
+    };
+    if closed {
+        debug!(site, "TLS connection closed for a site migration");
+        drop(backend);
+        crate::server::end_for_migration(r, w, in_flight).await;
     }
 }

@@ -21,12 +21,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
+use crate::gate::InFlight;
 use crate::http::Limits;
 use crate::pool::{Pool, Upstream, UpstreamKey};
 use crate::routes::{Routes, Target};
@@ -418,4 +419,32 @@ where
         r = &mut a2b => if r.is_ok() { let _ = b2a.await; },
         r = &mut b2a => if r.is_ok() { let _ = a2b.await; },
     }
+}
+
+/// How long a connection closed for a migration reads (and drops) what
+/// the client still sends, so that the close is a FIN, not a reset.
+pub(crate) const CLOSE_LINGER: Duration = Duration::from_secs(1);
+
+/// Ends a spliced connection that a migration's drain timeout closes: a
+/// FIN to the client (a clean end of stream, not a reset), the gate's
+/// guard released at once (the pause does not wait for the client), then
+/// whatever the client still sends is read and dropped for at most
+/// [`CLOSE_LINGER`] or until it closes its side: a socket closed with
+/// unread data would answer with a reset.
+pub(crate) async fn end_for_migration<R, W>(r: &mut R, w: &mut W, in_flight: InFlight)
+where
+    R: AsyncRead + Unpin + ?Sized,
+    W: AsyncWrite + Unpin + ?Sized,
+{
+    let _ = tokio::time::timeout(CLOSE_LINGER, w.shutdown()).await;
+    drop(in_flight);
+    let mut sink = vec![0u8; 16 * 1024];
+    let _ = tokio::time::timeout(CLOSE_LINGER, async {
+        while let Ok(n) = r.read(&mut sink).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
 }

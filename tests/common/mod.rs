@@ -13,6 +13,7 @@ use serde_json::Value;
 
 pub mod bed;
 pub mod netns;
+pub mod ws;
 
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_ringhost")
