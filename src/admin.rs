@@ -151,7 +151,7 @@ async fn handle(
         }
         (Method::GET, ["v1", "sites"]) => json(StatusCode::OK, &crate::site_api::list(&sites)),
         (Method::POST, ["v1", "sites"]) => crate::site_api::create(&sites, req.into_body()).await,
-        (Method::GET, ["v1", "sites", name]) => crate::site_api::show(&sites, name),
+        (Method::GET, ["v1", "sites", name]) => crate::site_api::show(&sites, name).await,
         (Method::GET, ["v1", "sites", name, "log"]) => crate::serving::log(&sites, name).await,
         (Method::PUT, ["v1", "sites", name, "content"]) => {
             crate::site_api::push(&sites, name, req.into_body()).await

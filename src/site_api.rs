@@ -41,6 +41,69 @@ pub struct SiteInfo {
     /// The site's last migrations, oldest first (docs/admin-api.md).
     #[serde(default)]
     pub migrations: Vec<crate::migrate::Record>,
+    /// This node's copy and how it sees the election (`site show` only;
+    /// absent when this node holds no copy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local: Option<LocalInfo>,
+}
+
+/// What the answering node holds of a site and why it acts as it does.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct LocalInfo {
+    pub node: String,
+    pub role: String,
+    pub epoch: u64,
+    pub seq: Option<u64>,
+    /// An action on the copy is in flight.
+    pub busy: bool,
+    pub failures: u32,
+    pub retry_in_ms: u64,
+    pub pinned: bool,
+    pub takeover: bool,
+    /// The election over this node's view: `keep NODE@EPOCH`,
+    /// `elect NODE@EPOCH`, `no quorum` or `no candidate`.
+    pub election: String,
+    /// Live members of the known ones (keeping a master), and those warm
+    /// enough to count for a promotion.
+    pub alive: String,
+    pub warm: String,
+    pub elections_in_ms: u64,
+    pub next_look_in_ms: Option<u64>,
+}
+
+fn role_name(r: Role) -> &'static str {
+    match r {
+        Role::Master => "master",
+        Role::Replica => "replica",
+        Role::Diverged => "diverged",
+    }
+}
+
+fn local_info(node: &NodeName, e: model::Explain) -> LocalInfo {
+    LocalInfo {
+        node: node.to_string(),
+        role: role_name(e.role).to_owned(),
+        epoch: e.epoch.0,
+        seq: e.head.map(|h| h.seq),
+        busy: e.busy,
+        failures: e.failures,
+        retry_in_ms: e.retry_in_ms,
+        pinned: e.pinned,
+        takeover: e.takeover,
+        election: match e.decision {
+            model::MasterDecision::Keep { node, epoch } => format!("keep {node}@{epoch}"),
+            model::MasterDecision::Elect { node, epoch } => format!("elect {node}@{epoch}"),
+            model::MasterDecision::NoQuorum => "no quorum".to_owned(),
+            model::MasterDecision::NoCandidate => "no candidate".to_owned(),
+        },
+        alive: format!("{}/{}", e.quorum.alive_members, e.quorum.known_members),
+        warm: format!(
+            "{}/{}",
+            e.promotion.alive_members, e.promotion.known_members
+        ),
+        elections_in_ms: e.elections_in_ms,
+        next_look_in_ms: e.next_tick_in_ms,
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -176,12 +239,7 @@ fn site_infos(sites: &Sites, view: &View, raw: &gossip::ClusterView) -> Vec<Site
                 .into_iter()
                 .map(|(node, alive, c)| CopyInfo {
                     node: node.to_string(),
-                    role: match c.role {
-                        Role::Master => "master",
-                        Role::Replica => "replica",
-                        Role::Diverged => "diverged",
-                    }
-                    .to_owned(),
+                    role: role_name(c.role).to_owned(),
                     alive,
                     epoch: c.epoch.0,
                     head: HeadInfo {
@@ -193,6 +251,7 @@ fn site_infos(sites: &Sites, view: &View, raw: &gossip::ClusterView) -> Vec<Site
                 .collect(),
             stashes,
             migrations: crate::migrate::history_of(raw, &site, spec.map(|s| s.id)),
+            local: None,
         });
     }
     out
@@ -206,7 +265,7 @@ pub fn list(sites: &Sites) -> SiteList {
     }
 }
 
-pub fn show(sites: &Sites, name: &str) -> hyper::Response<Body> {
+pub async fn show(sites: &Sites, name: &str) -> hyper::Response<Body> {
     let Ok(site) = name.parse::<SiteName>() else {
         return error(
             StatusCode::BAD_REQUEST,
@@ -218,7 +277,10 @@ pub fn show(sites: &Sites, name: &str) -> hyper::Response<Body> {
         .into_iter()
         .find(|s| s.name == site.as_str())
     {
-        Some(info) => json(StatusCode::OK, &info),
+        Some(mut info) => {
+            info.local = sites.explain(&site).await.map(|e| local_info(&sites.me, e));
+            json(StatusCode::OK, &info)
+        }
         None => error(StatusCode::NOT_FOUND, format!("no site '{site}'")),
     }
 }
@@ -355,7 +417,7 @@ pub async fn create(sites: &Sites, body: hyper::body::Incoming) -> hyper::Respon
             format!("site '{name}' was created on {target} but its master is not visible here yet"),
         );
     }
-    show(sites, name.as_str())
+    show(sites, name.as_str()).await
 }
 
 fn status_of_storage_error(e: &str) -> u16 {

@@ -160,6 +160,24 @@ pub fn run(cmd: SiteCommand) -> Result<(), Fail> {
             for m in s.migrations.iter().rev() {
                 out.push_str(&format!("\n  {}", migration_line(m)));
             }
+            if let Some(l) = &s.local {
+                out.push_str(&format!(
+                    "\nthis node ({}): {} at epoch {}{}; election: {}; alive {}, warm {}",
+                    l.node,
+                    l.role,
+                    l.epoch,
+                    if l.busy { ", busy" } else { "" },
+                    l.election,
+                    l.alive,
+                    l.warm
+                ));
+                if l.failures > 0 {
+                    out.push_str(&format!(
+                        "; {} failures, next try in {} ms",
+                        l.failures, l.retry_in_ms
+                    ));
+                }
+            }
             say(&out);
             Ok(())
         }

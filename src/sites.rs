@@ -51,6 +51,8 @@ enum Cmd {
     Flush(SiteName, oneshot::Sender<Result<Head, String>>),
     /// Pin, Unpin, or a TakeOver whose deadline is `within` from now.
     Migration(MigrationEvent),
+    /// What the model says of the local copy (`site show`).
+    Explain(SiteName, oneshot::Sender<Option<model::Explain>>),
 }
 
 /// The model events of a live migration, as the driver takes them.
@@ -141,6 +143,9 @@ impl std::fmt::Debug for Sites {
             .finish_non_exhaustive()
     }
 }
+
+/// How often the driver logs why a site it holds has no master.
+const UNSERVED_REPORT: Duration = Duration::from_secs(5);
 
 /// Durable role and epoch of each local copy (`DATA_DIR/sites.json`).
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -372,6 +377,14 @@ impl Sites {
             .map_err(|_| "the site driver has stopped".to_owned())
     }
 
+    /// The local copy of `site` and the election as this node sees it.
+    pub async fn explain(&self, site: &SiteName) -> Option<model::Explain> {
+        self.call(|tx| Cmd::Explain(site.clone(), tx))
+            .await
+            .ok()
+            .flatten()
+    }
+
     pub async fn local_copy(&self, site: &SiteName) -> Option<(Role, Epoch, Option<Head>)> {
         self.call(|tx| Cmd::Copy(site.clone(), tx))
             .await
@@ -586,6 +599,10 @@ impl Driver {
     async fn run(mut self) {
         let mut view_rx: watch::Receiver<ClusterView> = self.sites.gossip.view();
         self.drain_actions().await;
+        // Now and then, say why a local copy's site has no master: an
+        // operator (or a test that timed out) reads the reason in the log.
+        let mut unserved = tokio::time::interval(UNSERVED_REPORT);
+        unserved.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let sleep = match self.node.poll_timeout() {
                 Some(t) => Duration::from_millis(t.0.saturating_sub(self.now().0)),
@@ -623,8 +640,36 @@ impl Driver {
                     self.node.handle(now, Event::Tick);
                 }
                 Some(_) = self.tasks.join_next(), if !self.tasks.is_empty() => {}
+                _ = unserved.tick() => self.report_unserved(),
             }
             self.drain_actions().await;
+        }
+    }
+
+    fn report_unserved(&self) {
+        let now = self.now();
+        for site in self.node.local_sites() {
+            let Some(e) = self.node.explain(site, now) else {
+                continue;
+            };
+            if matches!(e.decision, model::MasterDecision::Keep { .. }) {
+                continue;
+            }
+            info!(
+                %site,
+                decision = ?e.decision,
+                role = ?e.role,
+                epoch = %e.epoch,
+                busy = e.busy,
+                failures = e.failures,
+                retry_in_ms = e.retry_in_ms,
+                alive = e.quorum.alive_members,
+                warm = e.promotion.alive_members,
+                known = e.quorum.known_members,
+                elections_in_ms = e.elections_in_ms,
+                next_look_in_ms = ?e.next_tick_in_ms,
+                "no master serves the site"
+            );
         }
     }
 
@@ -689,6 +734,9 @@ impl Driver {
             }
             Cmd::Copy(site, reply) => {
                 let _ = reply.send(self.node.copy(&site));
+            }
+            Cmd::Explain(site, reply) => {
+                let _ = reply.send(self.node.explain(&site, now));
             }
             Cmd::Done(site, outcome) => {
                 // Waiters are answered after the actions this outcome

@@ -23,8 +23,8 @@ pub use election::{
 pub use hash::{Rank, rendezvous_score};
 pub use ids::{InvalidName, NodeName, SiteName, Zone};
 pub use node::{
-    Action, Event, LocalCopy, MemberView, Node, NodeConfig, Outcome, PullError, Time, View,
-    holders, member_view, quorum_of, serving_master, view_of,
+    Action, Event, Explain, LocalCopy, MemberView, Node, NodeConfig, Outcome, PullError, Time,
+    View, holders, member_view, quorum_of, serving_master, view_of,
 };
 pub use placement::placement;
 pub use prune::{Aged, PrunePolicy, to_prune};

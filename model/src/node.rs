@@ -103,6 +103,33 @@ impl NodeConfig {
     }
 }
 
+/// [`Node::explain`]: one local copy and the election as this node sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Explain {
+    pub role: Role,
+    pub epoch: Epoch,
+    pub head: Option<Head>,
+    /// An action on the copy is in flight.
+    pub busy: bool,
+    /// Failed actions in a row, and the wait before the next try.
+    pub failures: u32,
+    pub retry_in_ms: u64,
+    /// Kept for a migration.
+    pub pinned: bool,
+    /// A migration's hand-over to this copy is under way.
+    pub takeover: bool,
+    /// The election over the view, with the promotion quorum.
+    pub decision: MasterDecision,
+    /// Every live member counted (keeping a master).
+    pub quorum: Quorum,
+    /// Only members alive for `election_warmup` counted (promoting).
+    pub promotion: Quorum,
+    /// Until the start grace and the settle time allow a promotion.
+    pub elections_in_ms: u64,
+    /// Until the node next looks again by itself.
+    pub next_tick_in_ms: Option<u64>,
+}
+
 /// One member as the gossip view shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemberView {
@@ -685,8 +712,21 @@ impl Node {
 
     /// When the node next needs a `Tick` (it may be called earlier).
     pub fn poll_timeout(&self) -> Option<Time> {
+        // A time already past was due when the last event was planned, at
+        // `now`, and nothing came of it: it must not be asked for again,
+        // or the driver spins at one instant (found by the simulator). Nor
+        // may it hide a later time: a copy whose retry time passed (its
+        // failure count stays until a transfer works) once made this
+        // return nothing at all, and the node never looked again when a
+        // member turned warm (found by the 50-round fault test: a site
+        // left without a master for good).
+        let now = self.now;
         let mut next: Option<Time> = None;
-        let mut at = |t: Time| next = Some(next.map_or(t, |n| n.min(t)));
+        let mut at = |t: Time| {
+            if t > now {
+                next = Some(next.map_or(t, |n| n.min(t)));
+            }
+        };
         let elections = self
             .started_at
             .plus(self.cfg.election_grace)
@@ -714,10 +754,41 @@ impl Node {
                 at(c.retry_at);
             }
         }
-        // A time already past was due when the last event was planned, at
-        // `now`, and nothing came of it: it must not be asked for again,
-        // or the driver spins at one instant (found by the simulator).
-        next.filter(|t| *t > self.now)
+        next
+    }
+
+    /// What this node holds of `site` and why it acts as it does: its
+    /// copy's state, the election as it sees it, and when it will look
+    /// again. For operators (`site show`) and for tests that time out.
+    pub fn explain(&self, site: &SiteName, now: Time) -> Option<Explain> {
+        let c = self.copies.get(site)?;
+        let sv = self.site_view(site);
+        let promotion = self.promotion_quorum();
+        let in_ms = |t: Time| t.0.saturating_sub(now.0);
+        let elections = self
+            .started_at
+            .plus(self.cfg.election_grace)
+            .max(self.membership_changed.plus(self.cfg.election_settle));
+        Some(Explain {
+            role: c.role,
+            epoch: c.epoch,
+            head: c.head(),
+            busy: c.busy,
+            failures: c.failures,
+            retry_in_ms: in_ms(c.retry_at),
+            pinned: self.pinned.contains(site),
+            takeover: c.takeover.is_some(),
+            decision: election::master(site, &sv.holders, promotion),
+            quorum: self.quorum(),
+            promotion,
+            elections_in_ms: in_ms(elections),
+            next_tick_in_ms: self.poll_timeout().map(in_ms),
+        })
+    }
+
+    /// The sites this node holds a copy of.
+    pub fn local_sites(&self) -> impl Iterator<Item = &SiteName> {
+        self.copies.keys()
     }
 
     /// The last view fed to the node.
@@ -1508,6 +1579,62 @@ mod tests {
         v.members.insert(n("b"), left.clone());
         v.members.insert(n("c"), left);
         assert!(quorum_of(&v, &n("a"), true, &remembered).allows_promotion());
+    }
+
+    #[test]
+    fn a_past_retry_time_does_not_hide_a_member_turning_warm() {
+        // Found by the 50-round fault test: a replica whose pull had failed
+        // once (its failure count stays until a transfer works) lost its
+        // master to a partition; after the heal it waited for the others
+        // to turn warm, but `poll_timeout` returned the past retry time,
+        // filtered it out, and asked for nothing: the site stayed without
+        // a master for good.
+        let mut b = started(
+            "b",
+            vec![LocalCopy {
+                site: s("blog"),
+                role: Role::Replica,
+                epoch: Epoch(1),
+                chain: vec![head(5)],
+                spec: Some(spec("blog", 3)),
+            }],
+        );
+        let mut v = master_view(true);
+        v.members.insert(n("b"), member(true, vec![]));
+        b.handle(Time(6000), Event::View(v.clone()));
+        drain(&mut b);
+        // A pull fails: one failure, retried after the delay.
+        b.copies.get_mut(&s("blog")).expect("copy").busy = true;
+        b.handle(
+            Time(6100),
+            Event::Done(
+                s("blog"),
+                Outcome::Pulled(Err(PullError::Failed("lost".into()))),
+            ),
+        );
+        drain(&mut b);
+        // The master and c vanish, then come back: they must be alive for
+        // the warm-up before b may count them for a promotion.
+        v.members.get_mut(&n("a")).expect("a").alive = false;
+        v.members.get_mut(&n("c")).expect("c").alive = false;
+        b.handle(Time(20_000), Event::View(v.clone()));
+        drain(&mut b);
+        v.members.get_mut(&n("c")).expect("c").alive = true;
+        b.handle(Time(30_000), Event::View(v.clone()));
+        drain(&mut b);
+        let cfg = NodeConfig::new(n("b"));
+        let settled = Time(30_000).plus(cfg.election_settle);
+        assert_eq!(b.poll_timeout(), Some(settled));
+        b.handle(settled, Event::Tick);
+        assert!(drain(&mut b).is_empty(), "c is not warm yet");
+        let warm = Time(30_000).plus(cfg.election_warmup);
+        assert_eq!(b.poll_timeout(), Some(warm));
+        b.handle(warm, Event::Tick);
+        let acts = drain(&mut b);
+        assert!(
+            acts.iter().any(|a| matches!(a, Action::Promote { .. })),
+            "{acts:?}"
+        );
     }
 
     #[test]
