@@ -104,6 +104,22 @@ fn spawn_error(bin: &Path, e: io::Error) -> Error {
     }
 }
 
+/// How long a call may take before it is killed: mounts and unmounts
+/// only. zfs-fuse was seen to leave an `umount` waiting for an answer
+/// from the daemon for good (after concurrent remounts under load); once
+/// killed, the dataset could be mounted again. Other calls can take long
+/// on big pools and are never killed.
+fn call_limit(args: &[&str]) -> Option<std::time::Duration> {
+    match args.first() {
+        Some(&"mount") | Some(&"unmount") | Some(&"umount") => {
+            Some(std::time::Duration::from_secs(MOUNT_CALL_LIMIT_S))
+        }
+        _ => None,
+    }
+}
+
+const MOUNT_CALL_LIMIT_S: u64 = 15;
+
 fn stderr_of(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).trim().to_owned()
 }
@@ -121,11 +137,51 @@ impl Cli {
     fn output(&self, bin: &Path, args: &[&str]) -> Result<Output> {
         #[allow(clippy::disallowed_methods)] // for logging the call's duration only
         let start = std::time::Instant::now();
-        let out = Command::new(bin)
-            .args(args)
+        let limit = call_limit(args);
+        let mut cmd = Command::new(bin);
+        cmd.args(args)
             .stdin(Stdio::null())
-            .output()
-            .map_err(|e| spawn_error(bin, e))?;
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if limit.is_some() {
+            // Its own process group: `zfs unmount` runs `umount`, and a
+            // stuck one is a grandchild.
+            std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        }
+        let child = cmd.spawn().map_err(|e| spawn_error(bin, e))?;
+        let watchdog = limit.map(|limit| {
+            let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
+            let (done, wait) = std::sync::mpsc::channel::<()>();
+            let thread = std::thread::spawn(move || {
+                let expired = matches!(
+                    wait.recv_timeout(limit),
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+                );
+                if expired {
+                    let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
+                }
+                expired
+            });
+            (done, thread, limit)
+        });
+        let out = child.wait_with_output().map_err(|e| Error::Io {
+            context: format!("waiting for '{}'", command_line(bin, args)),
+            source: e,
+        })?;
+        if let Some((done, thread, limit)) = watchdog {
+            let _ = done.send(());
+            if thread.join().unwrap_or(false) {
+                debug!(command = %command_line(bin, args), ?limit, "killed a stuck call");
+                return Err(Error::Command {
+                    command: command_line(bin, args),
+                    status: out.status.to_string(),
+                    stderr: format!(
+                        "no answer within {} s; killed (zfs-fuse can leave an unmount waiting for good)",
+                        limit.as_secs()
+                    ),
+                });
+            }
+        }
         debug!(
             command = %command_line(bin, args),
             status = %out.status,

@@ -282,6 +282,12 @@ impl Env {
                 }
                 std::thread::sleep(Duration::from_millis(100));
             }
+            // zfs-fuse can leave an `umount` of this test's mounts waiting
+            // for good (the node that ran it is dead): end it, or the pool
+            // cannot go.
+            let _ = Command::new("pkill")
+                .args(["-9", "-f", &format!("umount {}/", p(self.tmp.path()))])
+                .output();
             for _ in 0..20 {
                 let _ = Command::new("zpool")
                     .args(["destroy", "-f", &pool])
