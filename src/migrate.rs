@@ -330,7 +330,14 @@ async fn wait_copy_reporting(
     total: Option<u64>,
     emit: &(dyn Fn(Progress) + Sync),
 ) -> Result<(), String> {
-    let copy = wait_copy(sites, to, site, head, ROUND_TIMEOUT);
+    // A pre-copy round may be long (a full copy); a target that dies
+    // meanwhile ends it at once, not at the round's timeout.
+    let copy = async {
+        tokio::select! {
+            r = wait_copy(sites, to, site, head, ROUND_TIMEOUT) => r,
+            why = died(sites, to, "the pre-copy") => Err(why),
+        }
+    };
     let report = async {
         loop {
             tokio::time::sleep(PROGRESS_EVERY).await;
@@ -544,6 +551,24 @@ async fn wait_copy(
             ));
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Resolves once the failure detector sees `to` dead (or gone): a
+/// migration stops waiting for it then, rather than at a timeout.
+async fn died(sites: &Sites, to: &NodeName, during: &str) -> String {
+    let mut view_rx = sites.gossip.view();
+    loop {
+        let alive = {
+            let v = crate::sites::model_view(&view_rx.borrow_and_update());
+            v.members.get(to).is_some_and(|m| m.alive && !m.left)
+        };
+        if !alive {
+            return format!("{to} died during {during}");
+        }
+        if view_rx.changed().await.is_err() {
+            return "the node is shutting down".to_owned();
+        }
     }
 }
 
@@ -802,26 +827,11 @@ async fn run(
     };
     // A target that dies is seen dead by the failure detector long before
     // its connection times out: the site resumes here at once.
-    let died = async {
-        let mut view_rx = sites.gossip.view();
-        loop {
-            let alive = {
-                let v = crate::sites::model_view(&view_rx.borrow_and_update());
-                v.members.get(to).is_some_and(|m| m.alive && !m.left)
-            };
-            if !alive {
-                return format!("{to} died during the hand-over");
-            }
-            if view_rx.changed().await.is_err() {
-                return "the node is shutting down".to_owned();
-            }
-        }
-    };
     let took = tokio::select! {
         r = tokio::time::timeout(TAKEOVER_TIMEOUT + Duration::from_secs(2), call_ok(sites, to, &take)) => {
             r.unwrap_or_else(|_| Err(format!("{to} did not take over within {TAKEOVER_TIMEOUT:?}")))
         }
-        why = died => Err(why),
+        why = died(sites, to, "the hand-over") => Err(why),
     };
     if let Err(e) = took {
         resume(sites, site, to).await;
@@ -829,7 +839,7 @@ async fn run(
     }
 
     // 5. Release: the queue, in order, then later arrivals go to the target.
-    gates.redirect(site.as_str(), to.as_str());
+    let redirect = gates.redirect(site.as_str(), to.as_str());
     let pause = paused.elapsed();
     let final_bytes = sent_to(sites, site, to).saturating_sub(before);
     emit(Progress::HandedOver {
@@ -850,15 +860,23 @@ async fn run(
     };
     let sites2 = sites.clone();
     let (site2, to2) = (site.clone(), to.clone());
-    tokio::spawn(async move { after_handover(&sites2, &site2, &to2, next).await });
+    tokio::spawn(async move { after_handover(&sites2, &site2, &to2, next, redirect).await });
     emit(Progress::Done(report.clone()));
     Ok(report)
 }
 
 /// Once this node's view shows the target as master, the frozen command
 /// may go (this node is no longer master, so it does not restart); the
-/// redirect stays a while longer for peers whose views lag.
-async fn after_handover(sites: &Sites, site: &SiteName, to: &NodeName, epoch: Epoch) {
+/// redirect stays a while longer for peers whose views lag. It ends
+/// sooner if this node serves the site again meanwhile (`Sites::ready`
+/// opens the gate); its end leaves a later migration's gate alone.
+async fn after_handover(
+    sites: &Sites,
+    site: &SiteName,
+    to: &NodeName,
+    epoch: Epoch,
+    redirect: proxy::Redirect,
+) {
     let t0 = now();
     let mut view_rx = sites.gossip.view();
     while t0.elapsed() < Duration::from_secs(60) {
@@ -871,10 +889,8 @@ async fn after_handover(sites: &Sites, site: &SiteName, to: &NodeName, epoch: Ep
     thaw(sites, site);
     unpin(sites, site, to).await;
     tokio::time::sleep(REDIRECT_LINGER).await;
-    if let Some(p) = sites.proxy.get()
-        && p.gates().redirected(site.as_str()).as_deref() == Some(to.as_str())
-    {
-        p.gates().clear(site.as_str());
+    if let Some(p) = sites.proxy.get() {
+        p.gates().clear_redirect(site.as_str(), redirect);
     }
 }
 
@@ -975,6 +991,21 @@ async fn takeover(
     };
     let within = Duration::from_millis(within_ms);
     let t0 = now();
+    // A copy that cannot take over says so at once, rather than let the
+    // source wait out the whole hand-over timeout with its site paused.
+    match sites.local_copy(&site).await {
+        Some((Role::Replica, e, _)) if e.0 < epoch => {}
+        Some((Role::Master, e, _)) if e.0 == epoch => {}
+        None => return Reply::err(409, format!("this node holds no copy of '{site}'")),
+        Some((role, e, _)) => {
+            return Reply::err(
+                409,
+                format!(
+                    "this node's copy of '{site}' is {role:?} at epoch {e}; cannot claim epoch {epoch}"
+                ),
+            );
+        }
+    }
     let ev = MigrationEvent::TakeOver {
         site: site.clone(),
         from,

@@ -347,7 +347,18 @@ impl Sites {
     }
 
     /// Marks the local master copy of `site` ready (or not) to serve.
+    /// Ready, it serves through an open gate: a redirect left by an
+    /// earlier migration away from this node points at a node whose claim
+    /// this one's newer epoch fenced (without this, a site migrated back
+    /// here within `REDIRECT_LINGER` bounced every request between the
+    /// two nodes until the old redirect ended).
     pub fn ready(&self, site: &SiteName, ready: bool) {
+        if ready
+            && let Some(p) = self.proxy.get()
+            && p.gates().end_redirect(site.as_str())
+        {
+            info!(%site, "serving here again: the gate's earlier redirect ends");
+        }
         {
             let mut r = self
                 .serving_ready
@@ -578,8 +589,9 @@ struct Driver {
     /// Per site: waiters for the snapshot that holds a write, with the
     /// number of snapshot actions issued before the write.
     waiters: BTreeMap<SiteName, Waiters>,
-    /// Outcomes whose waiters are answered after the next drain.
-    settle: Vec<(SiteName, Outcome)>,
+    /// Outcomes whose waiters are answered after the next drain, with
+    /// the number of the snapshot action a `Snapshot` outcome ends.
+    settle: Vec<(SiteName, Outcome, Option<u64>)>,
     tasks: JoinSet<()>,
 }
 
@@ -741,14 +753,21 @@ impl Driver {
             Cmd::Done(site, outcome) => {
                 // Waiters are answered after the actions this outcome
                 // causes ran, so that what they are told is already
-                // published.
-                self.settle.push((site.clone(), outcome.clone()));
+                // published. Which snapshot ended is read now: those
+                // actions may issue the next one, which replaces it.
+                let k = match outcome {
+                    Outcome::Snapshot(_) => {
+                        self.waiters.get_mut(&site).and_then(|w| w.in_flight.take())
+                    }
+                    _ => None,
+                };
+                self.settle.push((site.clone(), outcome.clone(), k));
                 self.node.handle(now, Event::Done(site, outcome));
             }
         }
     }
 
-    fn settle_waiters(&mut self, site: &SiteName, outcome: &Outcome) {
+    fn settle_waiters(&mut self, site: &SiteName, outcome: &Outcome, k: Option<u64>) {
         let Some(w) = self.waiters.get_mut(site) else {
             return;
         };
@@ -759,8 +778,11 @@ impl Driver {
                 }
             }
             Outcome::Snapshot(r) => {
-                let Some(k) = w.in_flight.take() else { return };
-                // A write registered before snapshot k was issued is in it.
+                // A write registered before snapshot k was issued is in
+                // it; one registered later waits for the next snapshot
+                // (a migration's final snapshot must not be answered by
+                // one issued before the site's command stopped).
+                let Some(k) = k else { return };
                 let (ready, rest): (Vec<_>, Vec<_>) =
                     w.pending.drain(..).partition(|(before, _)| *before < k);
                 w.pending = rest;
@@ -776,8 +798,8 @@ impl Driver {
         while let Some(action) = self.node.poll_action() {
             self.execute(action).await;
         }
-        for (site, outcome) in std::mem::take(&mut self.settle) {
-            self.settle_waiters(&site, &outcome);
+        for (site, outcome, k) in std::mem::take(&mut self.settle) {
+            self.settle_waiters(&site, &outcome, k);
         }
     }
 

@@ -673,6 +673,12 @@ impl Node {
                 self.dirty.insert(site);
             }
             Event::Pin(site) => {
+                // A migration waits for this copy now: a backoff left by
+                // earlier failed pulls (a restart, a transfer cut short)
+                // does not hold up its first pull.
+                if let Some(c) = self.copies.get_mut(&site) {
+                    c.retry_at = c.retry_at.min(now);
+                }
                 self.dirty.insert(site.clone());
                 self.pinned.insert(site);
             }
@@ -697,6 +703,12 @@ impl Node {
                         head,
                         until,
                     });
+                    // The old master is paused until this copy holds its
+                    // final snapshot: pull it now, not after a backoff of
+                    // up to `retry_max` left by earlier failures, and
+                    // retry from the shortest delay.
+                    c.failures = 0;
+                    c.retry_at = c.retry_at.min(now);
                 }
                 self.dirty.insert(site);
             }
@@ -1239,7 +1251,11 @@ impl Node {
                 let c = self.copies.get_mut(site).expect("checked above");
                 if now > t.until || fenced || c.epoch >= t.epoch {
                     c.takeover = None;
-                } else if c.head() == Some(t.head) {
+                } else if c.chain.contains(&t.head) {
+                    // It holds the final snapshot (and maybe a later one
+                    // of the same master: the old master may snapshot
+                    // again after it, a change seen late; a pull brings
+                    // the newest).
                     c.takeover = None;
                     c.role = Role::Master;
                     c.epoch = t.epoch;
@@ -2235,6 +2251,164 @@ mod tests {
             );
             assert_eq!(b.copy(&s("blog")).map(|c| c.0), Some(Role::Replica));
         }
+    }
+
+    #[test]
+    fn a_takeover_completes_when_the_pull_brings_a_snapshot_past_the_final_one() {
+        let mut b = started(
+            "b",
+            vec![LocalCopy {
+                site: s("blog"),
+                role: Role::Replica,
+                epoch: Epoch(1),
+                chain: vec![head(1), head(5)],
+                spec: Some(spec("blog", 1)),
+            }],
+        );
+        b.handle(Time(1), Event::View(one_copy_view()));
+        drain(&mut b);
+        b.handle(
+            Time(4),
+            Event::TakeOver {
+                site: s("blog"),
+                from: n("a"),
+                epoch: Epoch(2),
+                head: head(6),
+                until: Time(20_000),
+            },
+        );
+        let pull = Action::Pull {
+            site: s("blog"),
+            from: n("a"),
+        };
+        assert_eq!(drain(&mut b), vec![pull]);
+        // The old master snapshotted once more after its final snapshot
+        // (a change it noticed late): the pull brings both.
+        b.handle(
+            Time(5),
+            Event::Done(
+                s("blog"),
+                Outcome::Pulled(Ok(vec![head(1), head(5), head(6), head(7)])),
+            ),
+        );
+        let acts = drain(&mut b);
+        assert!(
+            acts.contains(&Action::Promote {
+                site: s("blog"),
+                epoch: Epoch(2)
+            }),
+            "{acts:?}"
+        );
+        assert_eq!(
+            b.copy(&s("blog")),
+            Some((Role::Master, Epoch(2), Some(head(7))))
+        );
+    }
+
+    #[test]
+    fn a_pin_and_a_takeover_do_not_wait_out_an_earlier_backoff() {
+        let mut b = started(
+            "b",
+            vec![LocalCopy {
+                site: s("blog"),
+                role: Role::Replica,
+                epoch: Epoch(1),
+                chain: vec![head(1), head(5)],
+                spec: Some(spec("blog", 1)),
+            }],
+        );
+        let pull = Action::Pull {
+            site: s("blog"),
+            from: n("a"),
+        };
+        let mut v = one_copy_view();
+        v.members.get_mut(&n("a")).expect("a").keys[0] =
+            SiteKey::Copy(s("blog"), copy_key(Role::Master, 1, 6));
+        b.handle(Time(1), Event::View(v));
+        assert_eq!(drain(&mut b), vec![pull.clone()]);
+        // Pulls fail (the master's node restarting, a transfer cut): the
+        // backoff grows to its ceiling.
+        // Ticks at each time asked for until the pull is retried: when.
+        let retried = |b: &mut Node| -> u64 {
+            loop {
+                let t = b.poll_timeout().expect("a retry time");
+                b.handle(t, Event::Tick);
+                let acts = drain(b);
+                if !acts.is_empty() {
+                    assert_eq!(acts, vec![pull.clone()]);
+                    return t.0;
+                }
+            }
+        };
+        let mut t = 1;
+        for _ in 0..8 {
+            b.handle(
+                Time(t),
+                Event::Done(
+                    s("blog"),
+                    Outcome::Pulled(Err(PullError::Failed("cut".into()))),
+                ),
+            );
+            assert!(drain(&mut b).is_empty(), "backing off");
+            t = retried(&mut b);
+        }
+        b.handle(
+            Time(t + 1),
+            Event::Done(
+                s("blog"),
+                Outcome::Pulled(Err(PullError::Failed("cut".into()))),
+            ),
+        );
+        let retry = b.poll_timeout().expect("a retry time").0;
+        assert!(
+            retry - (t + 1) >= 10_000,
+            "the backoff is at its ceiling: {}",
+            retry - (t + 1)
+        );
+        // A migration pins the copy: it pulls at once.
+        b.handle(Time(t + 2), Event::Pin(s("blog")));
+        assert_eq!(drain(&mut b), vec![pull.clone()]);
+        b.handle(
+            Time(t + 3),
+            Event::Done(
+                s("blog"),
+                Outcome::Pulled(Err(PullError::Failed("cut".into()))),
+            ),
+        );
+        assert!(drain(&mut b).is_empty(), "backing off again");
+        // The hand-over: the final snapshot is pulled at once, and a
+        // failure is retried after the shortest delay.
+        b.handle(
+            Time(t + 4),
+            Event::TakeOver {
+                site: s("blog"),
+                from: n("a"),
+                epoch: Epoch(2),
+                head: head(7),
+                until: Time(t + 20_000),
+            },
+        );
+        assert_eq!(drain(&mut b), vec![pull.clone()]);
+        b.handle(
+            Time(t + 5),
+            Event::Done(
+                s("blog"),
+                Outcome::Pulled(Err(PullError::Failed("cut".into()))),
+            ),
+        );
+        let retry = retried(&mut b);
+        assert!(retry - (t + 5) <= 400, "{}", retry - (t + 5));
+        b.handle(
+            Time(retry + 1),
+            Event::Done(
+                s("blog"),
+                Outcome::Pulled(Ok(vec![head(1), head(5), head(6), head(7)])),
+            ),
+        );
+        assert!(drain(&mut b).contains(&Action::Promote {
+            site: s("blog"),
+            epoch: Epoch(2)
+        }));
     }
 
     #[test]

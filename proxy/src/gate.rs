@@ -63,7 +63,14 @@ struct State {
     mode: Mode,
     in_flight: usize,
     queue: VecDeque<oneshot::Sender<Pass>>,
+    /// Counts the gate's mode changes: a [`Redirect`] token names one.
+    changes: u64,
 }
+
+/// One redirect of a gate ([`Gates::redirect`]): [`Gates::clear_redirect`]
+/// ends that one only, not a later pause or redirect of the same site.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Redirect(u64);
 
 #[derive(Debug)]
 struct Gate {
@@ -108,6 +115,17 @@ fn enter(gate: &Arc<Gate>, s: &mut State) -> InFlight {
     }
 }
 
+fn open_locked(gate: &Arc<Gate>, s: &mut State) {
+    s.mode = Mode::Open;
+    s.changes += 1;
+    gate.closing.send_replace(false);
+    while let Some(tx) = s.queue.pop_front() {
+        let pass = enter(gate, s);
+        // A waiter that gave up drops its guard at once.
+        let _ = tx.send(Pass::Open(pass));
+    }
+}
+
 /// The gates of every site this node serves.
 #[derive(Debug, Default)]
 pub struct Gates {
@@ -133,6 +151,7 @@ impl Gates {
                 mode: Mode::Open,
                 in_flight: 0,
                 queue: VecDeque::new(),
+                changes: 0,
             }),
             idle: Notify::new(),
             closing: watch::channel(false).0,
@@ -180,6 +199,7 @@ impl Gates {
         let gate = self.gate(site);
         let mut s = gate.state.lock().expect("gate lock");
         s.mode = Mode::Paused;
+        s.changes += 1;
         gate.closing.send_replace(false);
     }
 
@@ -221,29 +241,54 @@ impl Gates {
     pub fn open(&self, site: &str) {
         let gate = self.gate(site);
         let mut s = gate.state.lock().expect("gate lock");
-        s.mode = Mode::Open;
-        gate.closing.send_replace(false);
-        while let Some(tx) = s.queue.pop_front() {
-            let pass = enter(&gate, &mut s);
-            // A waiter that gave up drops its guard at once.
-            let _ = tx.send(Pass::Open(pass));
-        }
+        open_locked(&gate, &mut s);
     }
 
     /// Sends `site`'s queued and future work to `node`, queue first, in
-    /// arrival order.
-    pub fn redirect(&self, site: &str, node: &str) {
+    /// arrival order. The token lets [`Gates::clear_redirect`] end this
+    /// redirect, and no later state of the gate.
+    pub fn redirect(&self, site: &str, node: &str) -> Redirect {
         let gate = self.gate(site);
         let mut s = gate.state.lock().expect("gate lock");
         s.mode = Mode::Redirect(node.to_owned());
+        s.changes += 1;
         while let Some(tx) = s.queue.pop_front() {
             let _ = tx.send(Pass::Redirect(node.to_owned()));
         }
+        Redirect(s.changes)
     }
 
     /// Forgets `site`'s redirect (every view has caught up): open again.
     pub fn clear(&self, site: &str) {
         self.open(site);
+    }
+
+    /// Opens `site`'s gate if it is redirected, whichever redirect it is:
+    /// this node serves the site again (it became master at a newer
+    /// epoch), so an old redirect points away from the master. Returns
+    /// whether it did.
+    pub fn end_redirect(&self, site: &str) -> bool {
+        let gate = self.gate(site);
+        let mut s = gate.state.lock().expect("gate lock");
+        if !matches!(s.mode, Mode::Redirect(_)) {
+            return false;
+        }
+        open_locked(&gate, &mut s);
+        true
+    }
+
+    /// Forgets the redirect `r` of `site` if the gate is still in it: the
+    /// gate may since have been opened (this node serves the site again)
+    /// and even paused and redirected again by a later migration, which
+    /// an old redirect's end must not cut short. Returns whether it did.
+    pub fn clear_redirect(&self, site: &str, r: Redirect) -> bool {
+        let gate = self.gate(site);
+        let mut s = gate.state.lock().expect("gate lock");
+        if !matches!(s.mode, Mode::Redirect(_)) || s.changes != r.0 {
+            return false;
+        }
+        open_locked(&gate, &mut s);
+        true
     }
 }
 
@@ -298,6 +343,30 @@ mod tests {
         assert!(matches!(g.pass("s").await, Pass::Redirect(_)));
         assert_eq!(g.redirected("s").as_deref(), Some("n2"));
         g.clear("s");
+        assert!(matches!(g.pass("s").await, Pass::Open(_)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_end_of_an_old_redirect_leaves_a_later_state_alone() {
+        let g = gates();
+        g.pause("s");
+        let first = g.redirect("s", "n2");
+        // The site comes back here, and moves to n2 again.
+        g.open("s");
+        g.pause("s");
+        let second = g.redirect("s", "n2");
+        assert!(!g.clear_redirect("s", first), "a later redirect stays");
+        assert_eq!(g.redirected("s").as_deref(), Some("n2"));
+        assert!(g.clear_redirect("s", second));
+        assert!(matches!(g.pass("s").await, Pass::Open(_)));
+        // Opened meanwhile: nothing to end.
+        let third = g.redirect("s", "n3");
+        g.open("s");
+        g.pause("s");
+        assert!(!g.clear_redirect("s", third), "a pause stays");
+        assert!(!g.end_redirect("s"), "a pause stays");
+        g.redirect("s", "n3");
+        assert!(g.end_redirect("s"));
         assert!(matches!(g.pass("s").await, Pass::Open(_)));
     }
 

@@ -30,7 +30,7 @@ pub mod testing;
 pub mod tls;
 pub mod tunnel;
 
-pub use gate::{GateLimits, Gates, InFlight, Pass};
+pub use gate::{GateLimits, Gates, InFlight, Pass, Redirect};
 pub use routes::{Backend, Resolved, Routes, Target};
 pub use server::{DEFAULT_MAX_CONNECTIONS, Proxy, ProxyConfig, fit_to_fd_limit, raise_fd_limit};
 pub use tunnel::{BoxFuture, BoxRead, BoxWrite, Protocol, TunnelHeader, Tunnels};
