@@ -17,7 +17,7 @@
 //!   [`dispatch_stream`] tells it from a request stream (which starts with
 //!   0) and hands it to `Proxy::serve_tunnel`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -32,7 +32,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, broadcast, watch};
 use tokio::task::JoinHandle;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::rpc::{self, Reply};
 use crate::sites::{Sites, model_view};
@@ -289,6 +289,7 @@ impl Serving {
             quorum_guard,
             polling: None,
             fingerprints: Arc::default(),
+            held: BTreeSet::new(),
         };
         let manager = tokio::spawn(manager.run(stop_rx));
         Ok(Serving {
@@ -362,6 +363,10 @@ struct Manager {
     polling: Option<JoinHandle<()>>,
     /// The last tree fingerprint of each local command site.
     fingerprints: Arc<std::sync::Mutex<HashMap<SiteName, Option<Fingerprint>>>>,
+    /// Sites this node claims but cannot serve yet (the promotion or the
+    /// command's start under way): their gates hold requests, which other
+    /// nodes already send here, rather than answer 503.
+    held: BTreeSet<SiteName>,
 }
 
 type Fingerprint = (u64, u64, i128);
@@ -477,6 +482,7 @@ impl Manager {
         let specs = remember_specs(&mut self.known_specs, view);
         let mut entries: RouteKey = Vec::new();
         let mut keep: Vec<SiteName> = Vec::new();
+        let mut hold: BTreeSet<SiteName> = BTreeSet::new();
         let unavailable = Target::Unavailable {
             retry_after_s: RETRY_AFTER_S,
         };
@@ -508,6 +514,7 @@ impl Manager {
             } else {
                 model::serving_master(view, site)
             };
+            let mine = master.as_ref().is_some_and(|(n, _)| *n == self.me);
             let target = match master {
                 Some((node, _)) if node == self.me && frozen.contains_key(site) => {
                     // The route stays local, to the stopped command's
@@ -567,12 +574,26 @@ impl Manager {
                 },
                 None => unavailable.clone(),
             };
+            if mine && matches!(target, Target::Unavailable { .. }) {
+                hold.insert(site.clone());
+            }
             entries.push((
                 site.to_string(),
                 spec.domains.iter().map(|d| d.to_string()).collect(),
                 target,
             ));
         }
+        // Hold what this node claims but cannot serve yet; release what it
+        // serves now (or no longer claims) once the routes say where to go.
+        let proxy = self.sites.proxy.get().cloned();
+        if let Some(g) = proxy.as_ref().map(|p| p.gates()) {
+            for site in hold.difference(&self.held) {
+                debug!(%site, "holding requests until the claimed site is served here");
+                g.pause(site.as_str());
+            }
+        }
+        let release: Vec<SiteName> = self.held.difference(&hold).cloned().collect();
+        self.held = hold;
         let gone: Vec<SiteName> = self
             .runtimes
             .keys()
@@ -585,18 +606,23 @@ impl Manager {
         }
         self.mounts.retain(|s, _| specs.contains_key(s));
         self.frozen_at.retain(|s, _| frozen.contains_key(s));
-        if self.last.as_ref() == Some(&entries) {
-            return;
+        if self.last.as_ref() != Some(&entries) {
+            let mut routes = Routes::new();
+            for (site, domains, target) in &entries {
+                let d: Vec<&str> = domains.iter().map(String::as_str).collect();
+                if let Err(e) = routes.insert_site(site, &d, target.clone()) {
+                    warn!(%site, error = %e, "cannot route a site's domains");
+                }
+            }
+            self.routes_tx.send_replace(Arc::new(routes));
+            self.last = Some(entries);
         }
-        let mut routes = Routes::new();
-        for (site, domains, target) in &entries {
-            let d: Vec<&str> = domains.iter().map(String::as_str).collect();
-            if let Err(e) = routes.insert_site(site, &d, target.clone()) {
-                warn!(%site, error = %e, "cannot route a site's domains");
+        if let Some(g) = proxy.as_ref().map(|p| p.gates()) {
+            for site in release {
+                debug!(%site, "releasing the requests held for the site");
+                g.open(site.as_str());
             }
         }
-        self.routes_tx.send_replace(Arc::new(routes));
-        self.last = Some(entries);
     }
 
     /// Starts (or keeps) the site's command; its target.

@@ -194,6 +194,14 @@ impl Gates {
         }
     }
 
+    /// Whether `site`'s gate holds new work now.
+    pub fn paused(&self, site: &str) -> bool {
+        let sites = self.sites.lock().expect("gates lock");
+        sites
+            .get(site)
+            .is_some_and(|g| matches!(g.state.lock().expect("gate lock").mode, Mode::Paused))
+    }
+
     /// Holds new work for `site` from now on.
     pub fn pause(&self, site: &str) {
         let gate = self.gate(site);

@@ -190,7 +190,30 @@ where
             Resolved::Site { site, target } => (site, target),
         };
         match target {
-            Target::Unavailable { retry_after_s } => self.unavailable(&head, *retry_after_s).await,
+            Target::Unavailable { retry_after_s } => {
+                // A site this node has just claimed but does not serve yet
+                // (its promotion or command start under way): its gate
+                // holds the request; then it goes where the routes say.
+                if proxy.gates().paused(site) {
+                    let site = site.to_owned();
+                    let retry_after_s = *retry_after_s;
+                    drop(routes);
+                    match proxy.gate(&site).await {
+                        Pass::Open(in_flight) => drop(in_flight),
+                        Pass::Redirect(node) => {
+                            let key = UpstreamKey::Tunnel { node, site };
+                            return self.forward(proxy, head, key).await;
+                        }
+                        Pass::Refused => return self.unavailable(&head, retry_after_s).await,
+                    }
+                    let now = proxy.routes();
+                    if !matches!(now.target(&site), Some(Target::Unavailable { .. }) | None) {
+                        return Box::pin(self.handle(proxy, head)).await;
+                    }
+                    return self.unavailable(&head, retry_after_s).await;
+                }
+                self.unavailable(&head, *retry_after_s).await
+            }
             Target::Remote { node } => {
                 if self.tunnel_site.is_some() {
                     // The ingress thought this node was master; it is not
