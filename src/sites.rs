@@ -492,7 +492,11 @@ impl Sites {
         let writer = std::mem::replace(&mut s.writer, Box::new(tokio::io::sink()));
         let mut bridge = tokio_util::io::SyncIoBridge::new(writer);
         let sent = tokio::task::spawn_blocking(move || -> Result<u64, String> {
-            let mut stream = store.send(&site, from, to).map_err(|e| e.to_string())?;
+            // The chain listed above names the snapshots: no second listing
+            // before the stream starts.
+            let mut stream = store
+                .send_listed(&site, &mine, from, to)
+                .map_err(|e| e.to_string())?;
             // Large reads and writes: the stream crosses a pipe, TLS and QUIC.
             let mut buf = vec![0u8; 1 << 20];
             let mut n = 0u64;

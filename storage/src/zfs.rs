@@ -565,6 +565,45 @@ impl ZfsStore {
         format!("{}/stash/{name}", self.root)
     }
 
+    /// `zfs send` of `to` (incremental from `from`) of dataset `ds`, the
+    /// snapshots named from `chain`.
+    fn spawn_send(
+        &self,
+        site: &SiteName,
+        ds: &str,
+        chain: &[Snapshot],
+        from: Option<Guid>,
+        to: Guid,
+    ) -> Result<SendStream> {
+        let to = format!("{ds}@{}", Self::find(site, chain, to)?.name);
+        let from = from
+            .map(|g| Self::find(site, chain, g).map(|s| format!("{ds}@{}", s.name)))
+            .transpose()?;
+        let mut args = vec!["send"];
+        if let Some(from) = &from {
+            args.extend(["-i", from.as_str()]);
+        }
+        args.push(&to);
+        debug!(command = %command_line(&self.cli.zfs, &args), "spawn");
+        let mut child = Command::new(&self.cli.zfs)
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| spawn_error(&self.cli.zfs, e))?;
+        // Invariant: both were requested as piped above.
+        let stdout = child.stdout.take().expect("stdout is piped");
+        widen_pipe(&stdout);
+        let stderr = child.stderr.take();
+        Ok(Box::new(ChildStream {
+            child,
+            stdout,
+            stderr,
+            done: false,
+        }))
+    }
+
     fn existing(&self, site: &SiteName) -> Result<String> {
         let ds = self.dataset(site);
         if self.cli.exists(&ds)? {
@@ -1074,33 +1113,17 @@ impl SnapshotStore for ZfsStore {
     fn send(&self, site: &SiteName, from: Option<Guid>, to: Guid) -> Result<SendStream> {
         let ds = self.existing(site)?;
         let chain = self.chain(&ds)?;
-        let to = format!("{ds}@{}", Self::find(site, &chain, to)?.name);
-        let from = from
-            .map(|g| Self::find(site, &chain, g).map(|s| format!("{ds}@{}", s.name)))
-            .transpose()?;
-        let mut args = vec!["send"];
-        if let Some(from) = &from {
-            args.extend(["-i", from.as_str()]);
-        }
-        args.push(&to);
-        debug!(command = %command_line(&self.cli.zfs, &args), "spawn");
-        let mut child = Command::new(&self.cli.zfs)
-            .args(&args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| spawn_error(&self.cli.zfs, e))?;
-        // Invariant: both were requested as piped above.
-        let stdout = child.stdout.take().expect("stdout is piped");
-        widen_pipe(&stdout);
-        let stderr = child.stderr.take();
-        Ok(Box::new(ChildStream {
-            child,
-            stdout,
-            stderr,
-            done: false,
-        }))
+        self.spawn_send(site, &ds, &chain, from, to)
+    }
+
+    fn send_listed(
+        &self,
+        site: &SiteName,
+        chain: &[Snapshot],
+        from: Option<Guid>,
+        to: Guid,
+    ) -> Result<SendStream> {
+        self.spawn_send(site, &self.dataset(site), chain, from, to)
     }
 
     fn receive(&self, site: &SiteName, stream: &mut dyn Read) -> Result<Snapshot> {

@@ -214,7 +214,17 @@ fn full_then_incremental_keeps_guids<H: Harness>(h: &mut H) {
     a.write_file(&s, p("index.html"), b"v2").expect("write");
     assert_eq!(a.changed(&s).expect("changed"), Changed::Yes);
     let s2 = a.snapshot(&s, 2).expect("snapshot");
-    transfer(&a, &b, &s, Some(s1.guid), s2.guid).expect("incremental receive");
+    // Sent with the chain the caller listed (the mesh's path), not listed
+    // again; a guid missing from that chain is refused.
+    let listed = a.snapshots(&s).expect("chain");
+    assert!(matches!(
+        a.send_listed(&s, &listed[..1], Some(s1.guid), s2.guid),
+        Err(Error::NoSuchSnapshot { .. })
+    ));
+    let mut stream = a
+        .send_listed(&s, &listed, Some(s1.guid), s2.guid)
+        .expect("send listed");
+    b.receive(&s, &mut stream).expect("incremental receive");
     let (ca, cb) = (a.snapshots(&s).expect("a"), b.snapshots(&s).expect("b"));
     assert_eq!(guids(&ca), guids(&cb));
     assert_eq!(guids(&ca), vec![s1.guid, s2.guid]);
