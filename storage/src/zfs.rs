@@ -837,29 +837,44 @@ impl ZfsStore {
 
     fn receive_inner(&self, site: &SiteName, stream: &mut dyn Read) -> Result<Snapshot> {
         let ds = self.dataset(site);
-        // What is here, asked before the stream's first bytes arrive: over
-        // the mesh these queries overlap the sender starting `zfs send`.
-        let mountpoint = self.cli.get_if_exists("mountpoint", &ds)?;
-        let existed = mountpoint.is_some();
-        let chain = if existed {
-            Some(self.chain(&ds)?)
-        } else {
-            None
-        };
+        // What is here, asked while the stream's first bytes are on their
+        // way (over the mesh the sender is starting `zfs send`): the
+        // queries are not on the transfer's path.
         let mut head = vec![0u8; STREAM_HEADER_LEN];
         let mut got = 0;
-        while got < head.len() {
-            match stream.read(&mut head[got..]) {
-                Ok(0) => break,
-                Ok(n) => got += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    return Err(Error::CorruptStream {
-                        site: site.clone(),
-                        reason: format!("reading the stream failed: {e}"),
-                    });
+        let (here, read_head) = std::thread::scope(|scope| {
+            let here = scope.spawn(|| -> Result<(Option<String>, Option<Vec<Snapshot>>)> {
+                let mountpoint = self.cli.get_if_exists("mountpoint", &ds)?;
+                let chain = if mountpoint.is_some() {
+                    Some(self.chain(&ds)?)
+                } else {
+                    None
+                };
+                Ok((mountpoint, chain))
+            });
+            let mut read_head = Ok(());
+            while got < head.len() {
+                match stream.read(&mut head[got..]) {
+                    Ok(0) => break,
+                    Ok(n) => got += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        read_head = Err(e);
+                        break;
+                    }
                 }
             }
+            // A panic in the queries is a bug; surface it here.
+            let here = here.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+            (here, read_head)
+        });
+        let (mountpoint, chain) = here?;
+        let existed = mountpoint.is_some();
+        if let Err(e) = read_head {
+            return Err(Error::CorruptStream {
+                site: site.clone(),
+                reason: format!("reading the stream failed: {e}"),
+            });
         }
         head.truncate(got);
         let corrupt = |reason: String| Error::CorruptStream {
