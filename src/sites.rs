@@ -933,12 +933,14 @@ async fn pull(sites: &Sites, site: &SiteName, from: &NodeName) -> Result<Vec<Hea
     let failed = |e: String| PullError::Failed(e);
     let store = sites.store.clone();
     let s2 = site.clone();
-    let have = blocking(move || match store.snapshots(&s2) {
-        Err(storage::Error::NoSuchSite { .. }) => Ok(Vec::new()),
-        other => other,
+    // None: no copy here. The receive goes by this listing too.
+    let listed = blocking(move || match store.snapshots(&s2) {
+        Err(storage::Error::NoSuchSite { .. }) => Ok(None),
+        other => other.map(Some),
     })
     .await
     .map_err(failed)?;
+    let have = listed.clone().unwrap_or_default();
     let mut s = sites.gossip.open_stream(from).await.map_err(failed)?;
     rpc::write_frame(
         &mut s.writer,
@@ -965,9 +967,11 @@ async fn pull(sites: &Sites, site: &SiteName, from: &NodeName) -> Result<Vec<Hea
     let store = sites.store.clone();
     let s2 = site.clone();
     let mut bridge = tokio_util::io::SyncIoBridge::new(s.reader);
-    let received = tokio::task::spawn_blocking(move || store.receive(&s2, &mut bridge))
-        .await
-        .map_err(|e| failed(format!("receive task failed: {e}")))?;
+    let received = tokio::task::spawn_blocking(move || {
+        store.receive_listed(&s2, listed.as_deref(), &mut bridge)
+    })
+    .await
+    .map_err(|e| failed(format!("receive task failed: {e}")))?;
     match received {
         // The chain is what we had plus what came (an incremental stream
         // carries one snapshot; a full one starts the chain).

@@ -76,6 +76,20 @@ pub trait SnapshotStore: Send + Sync {
     /// only. Returns the received snapshot.
     fn receive(&self, site: &SiteName, stream: &mut dyn Read) -> Result<Snapshot>;
 
+    /// As [`receive`](Self::receive), given the site's chain as the caller
+    /// just listed it (`None`: no copy here): a store that lists snapshots
+    /// skips listing again before the stream may go in. The store still
+    /// refuses a stream whose base is not its newest snapshot.
+    fn receive_listed(
+        &self,
+        site: &SiteName,
+        chain: Option<&[Snapshot]>,
+        stream: &mut dyn Read,
+    ) -> Result<Snapshot> {
+        let _ = chain;
+        self.receive(site, stream)
+    }
+
     /// Makes a copy a read-only replica (`readonly=on`, `atime=off`).
     fn set_readonly(&self, site: &SiteName) -> Result<()>;
 

@@ -30,8 +30,8 @@ use model::SiteName;
 use tracing::debug;
 
 use crate::error::{Error, Result};
-use crate::parse::parse_zfs_stream_header;
 use crate::parse::{STREAM_HEADER_LEN, parse_get_output, parse_snapshot_list};
+use crate::parse::{parse_zfs_stream_header, stream_snapshot_name};
 use crate::store::{SendStream, SnapshotStore};
 use crate::types::{Changed, Guid, Snapshot, Stash, check_receive, check_rel_path, snapshot_name};
 
@@ -835,23 +835,36 @@ impl ZfsStore {
         }))
     }
 
-    fn receive_inner(&self, site: &SiteName, stream: &mut dyn Read) -> Result<Snapshot> {
+    /// `listed`: the chain the caller just listed (`Some(None)`: no copy),
+    /// or `None` to list it here.
+    fn receive_inner(
+        &self,
+        site: &SiteName,
+        listed: Option<Option<&[Snapshot]>>,
+        stream: &mut dyn Read,
+    ) -> Result<Snapshot> {
         let ds = self.dataset(site);
         // What is here, asked while the stream's first bytes are on their
         // way (over the mesh the sender is starting `zfs send`): the
-        // queries are not on the transfer's path.
+        // queries are not on the transfer's path. With the chain given,
+        // only the mountpoint is asked, and it is awaited after the
+        // receive.
         let mut head = vec![0u8; STREAM_HEADER_LEN];
         let mut got = 0;
-        let (here, read_head) = std::thread::scope(|scope| {
-            let here = scope.spawn(|| -> Result<(Option<String>, Option<Vec<Snapshot>>)> {
-                let mountpoint = self.cli.get_if_exists("mountpoint", &ds)?;
-                let chain = if mountpoint.is_some() {
-                    Some(self.chain(&ds)?)
-                } else {
-                    None
-                };
-                Ok((mountpoint, chain))
-            });
+        let existed_given = listed.map(|given| given.is_some());
+        let here = || -> Result<(Option<String>, Option<Vec<Snapshot>>)> {
+            if existed_given == Some(false) {
+                return Ok((None, None));
+            }
+            let mountpoint = self.cli.get_if_exists("mountpoint", &ds)?;
+            let chain = match (&mountpoint, listed) {
+                (Some(_), None) => Some(self.chain(&ds)?),
+                _ => None,
+            };
+            Ok((mountpoint, chain))
+        };
+        std::thread::scope(|scope| {
+            let here = scope.spawn(here);
             let mut read_head = Ok(());
             while got < head.len() {
                 match stream.read(&mut head[got..]) {
@@ -865,12 +878,50 @@ impl ZfsStore {
                 }
             }
             // A panic in the queries is a bug; surface it here.
-            let here = here.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
-            (here, read_head)
-        });
-        let (mountpoint, chain) = here?;
-        let existed = mountpoint.is_some();
-        if let Err(e) = read_head {
+            let join = |h: std::thread::ScopedJoinHandle<'_, _>| {
+                h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
+            };
+            let head = |existed, chain| Head {
+                bytes: head,
+                got,
+                read: read_head,
+                existed,
+                chain,
+            };
+            match listed {
+                None => {
+                    let (mountpoint, chain) = join(here)?;
+                    let head = head(mountpoint.is_some(), chain);
+                    self.receive_body(site, &ds, head, stream, || Ok(mountpoint))
+                }
+                Some(given) => {
+                    let head = head(given.is_some(), given.map(<[Snapshot]>::to_vec));
+                    self.receive_body(site, &ds, head, stream, || join(here).map(|(m, _)| m))
+                }
+            }
+        })
+    }
+
+    /// The rest of a receive, once the stream's first record is read:
+    /// `mountpoint` gives the copy's mountpoint (None: no copy), awaited
+    /// only once the stream went in.
+    fn receive_body(
+        &self,
+        site: &SiteName,
+        ds: &str,
+        head: Head,
+        stream: &mut dyn Read,
+        mountpoint: impl FnOnce() -> Result<Option<String>>,
+    ) -> Result<Snapshot> {
+        let ds = ds.to_owned();
+        let Head {
+            bytes: mut head,
+            got,
+            read,
+            existed,
+            chain,
+        } = head;
+        if let Err(e) = read {
             return Err(Error::CorruptStream {
                 site: site.clone(),
                 reason: format!("reading the stream failed: {e}"),
@@ -932,6 +983,7 @@ impl ZfsStore {
             duration_ms = start.elapsed().as_secs_f64() * 1e3,
             "ran"
         );
+        let mountpoint = mountpoint()?;
         if out.status.success() && read_error.is_none() {
             if mountpoint.as_deref().is_some_and(is_fuse_mount) {
                 // zfs-fuse does not invalidate the kernel's cache of the
@@ -944,6 +996,14 @@ impl ZfsStore {
                 // A new copy from a full stream: zfs-fuse does not always
                 // mount it; readers need it mounted.
                 self.ensure_mounted(site, &ds)?;
+            }
+            // The received snapshot has the name the stream gives it: one
+            // query, or the whole chain if that name does not hold it.
+            if let Some(name) = stream_snapshot_name(&head)
+                && let Ok(got) = self.exact_snapshots(&ds, &[format!("{ds}@{name}").as_str()])
+                && let Ok(snap) = Self::find(site, &got, header.to)
+            {
+                return Ok(snap);
             }
             let chain = self.chain(&ds)?;
             return Self::find(site, &chain, header.to);
@@ -991,6 +1051,17 @@ impl ZfsStore {
         }
         Err(err)
     }
+}
+
+/// What a receive knows once the stream's first record is read: its bytes,
+/// how many arrived, whether reading failed; whether a copy was here, and
+/// its chain.
+struct Head {
+    bytes: Vec<u8>,
+    got: usize,
+    read: io::Result<()>,
+    existed: bool,
+    chain: Option<Vec<Snapshot>>,
 }
 
 /// Capacity asked for the pipes that carry snapshot streams to `zfs
@@ -1142,7 +1213,16 @@ impl SnapshotStore for ZfsStore {
     }
 
     fn receive(&self, site: &SiteName, stream: &mut dyn Read) -> Result<Snapshot> {
-        self.receive_inner(site, stream)
+        self.receive_inner(site, None, stream)
+    }
+
+    fn receive_listed(
+        &self,
+        site: &SiteName,
+        chain: Option<&[Snapshot]>,
+        stream: &mut dyn Read,
+    ) -> Result<Snapshot> {
+        self.receive_inner(site, Some(chain), stream)
     }
 
     fn set_readonly(&self, site: &SiteName) -> Result<()> {
