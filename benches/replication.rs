@@ -5,12 +5,12 @@
 //!    machine into a reference replica with the same chain, as a ratio
 //!    measured in the same run: each rep pushes a new change, times its
 //!    replication over the mesh, then pipes the same increment locally; the
-//!    ratio is the median of the reps' ratios (5 reps);
+//!    ratio is the median of the reps' ratios (7 reps);
 //! 2. replication lag (master's snapshot → replica holds it) p50/p99 for 50
 //!    sites each changed once a second, from the nodes' own log timestamps.
 //!
 //! Run: `cargo bench --bench replication` (as root, with ZFS). Options after
-//! `--`: `--reps N` (default 5), `--lag-secs N` (default 20), `--sites N`
+//! `--`: `--reps N` (default 7), `--lag-secs N` (default 20), `--sites N`
 //! (default 50; 0 skips the lag part). `RINGHOST_BENCH_LOG` sets the nodes'
 //! log filter; `RINGHOST_BENCH_LOG_DIR=DIR` copies both nodes' logs of the
 //! throughput part there. Each rep prints the machine's load average and
@@ -494,7 +494,7 @@ fn main() {
     if !common::zfs_available("replication bench") {
         return;
     }
-    throughput(arg(&args, "--reps", 5));
+    throughput(arg(&args, "--reps", 7));
     if arg(&args, "--sites", 50) > 0 {
         lag(arg(&args, "--lag-secs", 20), arg(&args, "--sites", 50));
     }
