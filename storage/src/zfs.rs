@@ -847,8 +847,7 @@ impl ZfsStore {
         // What is here, asked while the stream's first bytes are on their
         // way (over the mesh the sender is starting `zfs send`): the
         // queries are not on the transfer's path. With the chain given,
-        // only the mountpoint is asked, and it is awaited after the
-        // receive.
+        // only the mountpoint is asked.
         let mut head = vec![0u8; STREAM_HEADER_LEN];
         let mut got = 0;
         let existed_given = listed.map(|given| given.is_some());
@@ -892,26 +891,30 @@ impl ZfsStore {
                 None => {
                     let (mountpoint, chain) = join(here)?;
                     let head = head(mountpoint.is_some(), chain);
-                    self.receive_body(site, &ds, head, stream, || Ok(mountpoint))
+                    self.receive_body(site, &ds, head, stream, mountpoint)
                 }
                 Some(given) => {
+                    // Awaited before `zfs receive` starts, as the listing
+                    // always was: queries about a dataset during its receive
+                    // are untried on zfs-fuse (a run where they overlapped
+                    // wedged it, cause unknown).
+                    let (mountpoint, _) = join(here)?;
                     let head = head(given.is_some(), given.map(<[Snapshot]>::to_vec));
-                    self.receive_body(site, &ds, head, stream, || join(here).map(|(m, _)| m))
+                    self.receive_body(site, &ds, head, stream, mountpoint)
                 }
             }
         })
     }
 
     /// The rest of a receive, once the stream's first record is read:
-    /// `mountpoint` gives the copy's mountpoint (None: no copy), awaited
-    /// only once the stream went in.
+    /// `mountpoint` gives the copy's mountpoint (None: no copy).
     fn receive_body(
         &self,
         site: &SiteName,
         ds: &str,
         head: Head,
         stream: &mut dyn Read,
-        mountpoint: impl FnOnce() -> Result<Option<String>>,
+        mountpoint: Option<String>,
     ) -> Result<Snapshot> {
         let ds = ds.to_owned();
         let Head {
@@ -983,7 +986,6 @@ impl ZfsStore {
             duration_ms = start.elapsed().as_secs_f64() * 1e3,
             "ran"
         );
-        let mountpoint = mountpoint()?;
         if out.status.success() && read_error.is_none() {
             if mountpoint.as_deref().is_some_and(is_fuse_mount) {
                 // zfs-fuse does not invalidate the kernel's cache of the
