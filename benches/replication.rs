@@ -3,16 +3,20 @@
 //! 1. throughput of a 200 MiB change replicated over the QUIC mesh, against
 //!    `zfs send -i | zfs recv` of the very same increment piped on the same
 //!    machine into a reference replica with the same chain, as a ratio
-//!    measured in the same run (3 interleaved reps);
+//!    measured in the same run: each rep pushes a new change, times its
+//!    replication over the mesh, then pipes the same increment locally; the
+//!    ratio is the median of the reps' ratios (7 reps);
 //! 2. replication lag (master's snapshot → replica holds it) p50/p99 for 50
 //!    sites each changed once a second, from the nodes' own log timestamps.
 //!
 //! Run: `cargo bench --bench replication` (as root, with ZFS). Options after
-//! `--`: `--reps N` (default 3), `--lag-secs N` (default 20), `--sites N`
+//! `--`: `--reps N` (default 7), `--lag-secs N` (default 20), `--sites N`
 //! (default 50; 0 skips the lag part). `RINGHOST_BENCH_LOG` sets the nodes'
 //! log filter; `RINGHOST_BENCH_LOG_DIR=DIR` copies both nodes' logs of the
-//! throughput part there. Each rep prints the machine's load average: the
-//! figures are only comparable within one run.
+//! throughput part there. Each rep prints the machine's load average and
+//! the CPU seconds of zfs-fuse and of both nodes: the figures are only
+//! comparable within one run, and other work on the machine (which shares
+//! the one zfs-fuse daemon) skews them.
 
 #![allow(clippy::disallowed_methods, clippy::print_stdout, clippy::print_stderr)] // a benchmark measures wall time and prints
 
@@ -23,7 +27,7 @@ use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Env, Node, p, run, wait_for};
+use common::{Env, Node, formed, p, run, wait_for};
 
 fn arg(args: &[String], name: &str, default: u64) -> u64 {
     args.iter()
@@ -100,6 +104,7 @@ fn throughput(reps: u64) {
             .unwrap_or_else(|_| "info,ringhost::sites=debug".into()),
     );
     let nodes = env.start_cluster(2, &[]);
+    formed(&nodes);
     ringhost(
         &nodes[0],
         &[
@@ -153,6 +158,8 @@ fn throughput(reps: u64) {
             .get(&nodes[mi].name)
             .cloned()
             .expect("master head");
+        let cpu0 = Cpu::read(&nodes[mi], &nodes[ri]);
+        let udp0 = udp_datagrams_sent();
         let t0 = Instant::now();
         wait_for(
             "the replica to hold the change",
@@ -160,6 +167,8 @@ fn throughput(reps: u64) {
             || (heads(&nodes[ri], "big").get(&nodes[ri].name) == Some(&target)).then_some(()),
         );
         let e2e = t0.elapsed().as_secs_f64();
+        let mesh_cpu = Cpu::read(&nodes[mi], &nodes[ri]).since(&cpu0);
+        let udp = udp_datagrams_sent().saturating_sub(udp0);
         // The transfer itself, from the replica's log: the receive began
         // ("receiving snapshots ... seq=S") until it published seq S.
         let log = nodes[ri].log_text();
@@ -193,12 +202,14 @@ fn throughput(reps: u64) {
                 .expect("sh");
             assert!(full.status.success(), "{full:?}");
         }
+        let cpu1 = Cpu::read(&nodes[mi], &nodes[ri]);
         let t1 = Instant::now();
         let inc = Command::new("sh")
             .args(["-c", &format!("zfs send -i {from} {to} | zfs recv {dst}")])
             .output()
             .expect("sh");
         let pipe = t1.elapsed().as_secs_f64();
+        let pipe_cpu = Cpu::read(&nodes[mi], &nodes[ri]).since(&cpu1);
         assert!(inc.status.success(), "{inc:?}");
         let mib = (size >> 20) as f64;
         println!(
@@ -211,6 +222,16 @@ fn throughput(reps: u64) {
             mib / pipe,
             pipe / mesh,
             load()
+        );
+        println!(
+            "    CPU s during the mesh wait: zfs-fuse {:.2}, master node {:.2} (+ its zfs children {:.2}), replica node {:.2} (+ {:.2}); UDP datagrams sent (machine-wide) {udp}; during the pipe: zfs-fuse {:.2}, zfs send|recv {:.2}",
+            mesh_cpu.zfs_fuse,
+            mesh_cpu.master.0,
+            mesh_cpu.master.1,
+            mesh_cpu.replica.0,
+            mesh_cpu.replica.1,
+            pipe_cpu.zfs_fuse,
+            pipe_cpu.bench_children
         );
         e2e_ratios.push(pipe / e2e);
         ratios.push(pipe / mesh);
@@ -225,13 +246,101 @@ fn throughput(reps: u64) {
     let _ = Command::new("zpool")
         .args(["destroy", "-f", &ref_pool])
         .output();
+    let per_rep: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
     println!(
-        "replication throughput, 200 MiB change: mesh {:.0} MiB/s, zfs send|recv piped {:.0} MiB/s, ratio {:.2} (median of {reps}; target >= 0.7); from the master's snapshot to the replica's, gossip included: ratio {:.2}",
+        "replication throughput, 200 MiB change, median of {reps} interleaved reps: mesh {:.0} MiB/s, local zfs send|recv pipe {:.0} MiB/s",
         median(&mut mesh_rates),
         median(&mut pipe_rates),
+    );
+    println!(
+        "replication throughput ratio (mesh / pipe, each rep's mesh against the pipe of the same increment): median {:.2} (target >= 0.7; per rep {})",
         median(&mut ratios),
+        per_rep.join(" ")
+    );
+    println!(
+        "  with the time from the master's snapshot to the replica's head (gossip and scheduling included): median ratio {:.2}",
         median(&mut e2e_ratios)
     );
+}
+
+/// CPU seconds (user + system) used so far, from /proc: the zfs-fuse
+/// daemon (which does the work of every `zfs send` and `zfs recv`), each
+/// node itself and the children it waited for, and this benchmark's own
+/// waited children (the reference pipe).
+struct Cpu {
+    zfs_fuse: f64,
+    master: (f64, f64),
+    replica: (f64, f64),
+    bench_children: f64,
+}
+
+impl Cpu {
+    fn read(master: &Node, replica: &Node) -> Cpu {
+        let zfs_fuse = Command::new("pgrep")
+            .args(["-x", "zfs-fuse"])
+            .output()
+            .ok()
+            .and_then(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .trim()
+                    .parse::<u32>()
+                    .ok()
+            })
+            .map_or(0.0, |pid| proc_cpu(&pid.to_string()).0);
+        Cpu {
+            zfs_fuse,
+            master: proc_cpu(&master.pid().to_string()),
+            replica: proc_cpu(&replica.pid().to_string()),
+            bench_children: proc_cpu("self").1,
+        }
+    }
+
+    fn since(&self, before: &Cpu) -> Cpu {
+        Cpu {
+            zfs_fuse: self.zfs_fuse - before.zfs_fuse,
+            master: (
+                self.master.0 - before.master.0,
+                self.master.1 - before.master.1,
+            ),
+            replica: (
+                self.replica.0 - before.replica.0,
+                self.replica.1 - before.replica.1,
+            ),
+            bench_children: self.bench_children - before.bench_children,
+        }
+    }
+}
+
+/// UDP datagrams this machine has sent (all sockets), from /proc/net/snmp.
+fn udp_datagrams_sent() -> u64 {
+    let snmp = std::fs::read_to_string("/proc/net/snmp").unwrap_or_default();
+    let mut rows = snmp.lines().filter(|l| l.starts_with("Udp:"));
+    let (Some(names), Some(values)) = (rows.next(), rows.next()) else {
+        return 0;
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(n, _)| *n == "OutDatagrams")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// (own, waited children's) CPU seconds of a process, from
+/// `/proc/PID/stat` (in clock ticks of 1/100 s, Linux's USER_HZ).
+fn proc_cpu(pid: &str) -> (f64, f64) {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return (0.0, 0.0);
+    };
+    // Fields after the command name in parentheses: state is field 3;
+    // utime, stime, cutime, cstime are fields 14-17.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0.0))
+        .collect();
+    let tick = |i: usize| f.get(i - 3).copied().unwrap_or(0.0) / 100.0;
+    (tick(14) + tick(15), tick(16) + tick(17))
 }
 
 /// The 1-minute load average: other work on the machine skews both sides.
@@ -291,6 +400,7 @@ fn lag(secs: u64, sites: u64) {
         }
         v
     };
+    formed(&nodes);
     let names: Vec<String> = (0..sites).map(|i| format!("s{i:02}")).collect();
     for s in &names {
         ringhost(
@@ -384,7 +494,7 @@ fn main() {
     if !common::zfs_available("replication bench") {
         return;
     }
-    throughput(arg(&args, "--reps", 3));
+    throughput(arg(&args, "--reps", 7));
     if arg(&args, "--sites", 50) > 0 {
         lag(arg(&args, "--lag-secs", 20), arg(&args, "--sites", 50));
     }

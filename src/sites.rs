@@ -545,7 +545,11 @@ impl Sites {
         let writer = std::mem::replace(&mut s.writer, Box::new(tokio::io::sink()));
         let mut bridge = tokio_util::io::SyncIoBridge::new(writer);
         let sent = tokio::task::spawn_blocking(move || -> Result<u64, String> {
-            let mut stream = store.send(&site, from, to).map_err(|e| e.to_string())?;
+            // The chain listed above names the snapshots: no second listing
+            // before the stream starts.
+            let mut stream = store
+                .send_listed(&site, &mine, from, to)
+                .map_err(|e| e.to_string())?;
             // Large reads and writes: the stream crosses a pipe, TLS and QUIC.
             let mut buf = vec![0u8; 1 << 20];
             let mut n = 0u64;
@@ -1045,12 +1049,14 @@ async fn pull(sites: &Sites, site: &SiteName, from: &NodeName) -> Result<Vec<Hea
     let failed = |e: String| PullError::Failed(e);
     let store = sites.store.clone();
     let s2 = site.clone();
-    let have = blocking(move || match store.snapshots(&s2) {
-        Err(storage::Error::NoSuchSite { .. }) => Ok(Vec::new()),
-        other => other,
+    // None: no copy here. The receive goes by this listing too.
+    let listed = blocking(move || match store.snapshots(&s2) {
+        Err(storage::Error::NoSuchSite { .. }) => Ok(None),
+        other => other.map(Some),
     })
     .await
     .map_err(failed)?;
+    let have = listed.clone().unwrap_or_default();
     let mut s = sites.gossip.open_stream(from).await.map_err(failed)?;
     rpc::write_frame(
         &mut s.writer,
@@ -1077,9 +1083,11 @@ async fn pull(sites: &Sites, site: &SiteName, from: &NodeName) -> Result<Vec<Hea
     let store = sites.store.clone();
     let s2 = site.clone();
     let mut bridge = tokio_util::io::SyncIoBridge::new(s.reader);
-    let received = tokio::task::spawn_blocking(move || store.receive(&s2, &mut bridge))
-        .await
-        .map_err(|e| failed(format!("receive task failed: {e}")))?;
+    let received = tokio::task::spawn_blocking(move || {
+        store.receive_listed(&s2, listed.as_deref(), &mut bridge)
+    })
+    .await
+    .map_err(|e| failed(format!("receive task failed: {e}")))?;
     match received {
         // The chain is what we had plus what came (an incremental stream
         // carries one snapshot; a full one starts the chain).

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Env, Node, p, run, wait_for, zfs_available};
+use common::{Env, Node, formed, p, run, wait_for, zfs_available};
 use serde_json::Value;
 
 fn ringhost(node: &Node, args: &[&str]) -> std::process::Output {
@@ -123,22 +123,6 @@ fn bytes(seed: u64, len: usize) -> Vec<u8> {
             x as u8
         })
         .collect()
-}
-
-/// Waits until every node lists all of them alive: a master keeps a site
-/// only while it sees a majority of the known members alive (quorum guard),
-/// so a site created before the cluster formed would wait for an election.
-fn formed(nodes: &[Node]) {
-    let n = nodes.len();
-    wait_for("the cluster to form", Duration::from_secs(20), || {
-        nodes
-            .iter()
-            .all(|x| {
-                x.members()
-                    .is_some_and(|m| m.iter().filter(|(_, s, _)| s == "alive").count() == n)
-            })
-            .then_some(())
-    });
 }
 
 /// Creates `site` through `via` and returns the name of its master.

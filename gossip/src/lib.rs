@@ -16,6 +16,7 @@ mod mesh;
 pub mod pki;
 mod tls;
 mod transport;
+mod udp;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::SocketAddr;

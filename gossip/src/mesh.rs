@@ -145,8 +145,14 @@ fn transport_config() -> quinn::TransportConfig {
     ));
     t.max_concurrent_uni_streams(256u32.into());
     // Snapshot streams are bulk transfers: windows large enough that a
-    // fast LAN (or loopback) is not held back by flow control.
-    t.stream_receive_window((16u32 << 20).into());
+    // fast LAN (or loopback) is not held back by flow control. Not more:
+    // past 2048 buffered chunks (one per datagram) quinn's reassembly
+    // copies them into one new buffer. With a 16 MiB window and 6.5 KB
+    // datagrams, a receiver slower than the network (a `zfs receive`) kept
+    // the window full and copied every byte once more, into freshly
+    // faulted pages: a quarter of its CPU. 8 MiB of large datagrams stays
+    // far below (with 1472-byte ones it costs that copy again).
+    t.stream_receive_window((8u32 << 20).into());
     t.receive_window((64u32 << 20).into());
     t.send_window(64 << 20);
     // Probe for larger datagrams where the path allows them (loopback,
@@ -159,19 +165,18 @@ fn transport_config() -> quinn::TransportConfig {
 }
 
 /// The largest UDP payload the mesh sends and accepts. Per-packet work
-/// (AEAD setup, header protection, frame and ACK handling) dominates a bulk
-/// stream's CPU, so larger packets where the path carries them matter: over
-/// loopback a 200 MiB stream took 0.17–0.22 s of CPU at 6500 bytes against
-/// 0.42–0.48 s at 1472.
+/// (AEAD setup, header protection, frame and ACK handling, one reassembly
+/// chunk each) weighs on a bulk stream's CPU, so larger packets where the
+/// path carries them matter: over loopback a 200 MiB stream took 0.17–0.22 s
+/// of CPU at 6500 bytes against 0.42–0.48 s at 1472.
 ///
-/// Why not 64 KiB: quinn 0.11 sends up to 10 datagrams in one GSO call,
-/// and the kernel refuses a GSO batch above 64 KiB; with larger datagrams
-/// those batches were lost, quinn took the losses for a black hole and fell
-/// back to 1200 bytes for a minute. 10 × 6500 stays under the limit.
-/// Receive buffers grow with this value (quinn reserves 64 GRO segments ×
-/// 32 datagrams of it: 13 MB of address space, of which only what arrives
-/// is touched).
-const MAX_UDP_PAYLOAD: u16 = 6_500;
+/// quinn 0.11 sends up to 10 datagrams in one GSO call and the kernel
+/// refuses a GSO batch above 64 KiB; [`crate::udp::BoundedGso`] splits
+/// larger batches, so datagrams can be larger than 6.5 KB (before it, such
+/// batches were lost and quinn fell back to 1200 bytes for a minute).
+/// Loopback carries 32,000 bytes, two to a GSO call; Ethernet paths stay at
+/// what MTU discovery finds (1472, or ~9000 with jumbo frames).
+const MAX_UDP_PAYLOAD: u16 = 32_000;
 
 /// Kernel socket buffers asked for the mesh's UDP socket (Linux doubles
 /// the value and caps it at `net.core.rmem_max`/`wmem_max`). The 208 KiB
@@ -214,12 +219,16 @@ impl Shared {
         let mut endpoint_config = quinn::EndpointConfig::default();
         endpoint_config
             .max_udp_payload_size(MAX_UDP_PAYLOAD)
-            .expect("6500 lies within QUIC's 1200..=65527");
-        let endpoint = quinn::Endpoint::new(
+            .expect("the payload lies within QUIC's 1200..=65527");
+        let runtime = Arc::new(quinn::TokioRuntime);
+        let socket = quinn::Runtime::wrap_udp_socket(&*runtime, socket)
+            .map_err(|source| MeshError::Bind { addr, source })?;
+        let socket = Arc::new(crate::udp::BoundedGso::new(socket, MAX_UDP_PAYLOAD.into()));
+        let endpoint = quinn::Endpoint::new_with_abstract_socket(
             endpoint_config,
             Some(server),
             socket,
-            Arc::new(quinn::TokioRuntime),
+            runtime,
         )
         .map_err(|source| MeshError::Bind { addr, source })?;
         let (inbound, inbound_rx) = mpsc::channel(INBOUND_QUEUE);
@@ -476,6 +485,14 @@ impl Shared {
     ) -> Result<MeshStream, String> {
         let conn = self.connection(addr).await?;
         let (send, recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+        let path = conn.stats().path;
+        debug!(
+            peer = %addr,
+            mtu = path.current_mtu,
+            lost_packets = path.lost_packets,
+            congestion_events = path.congestion_events,
+            "stream opened"
+        );
         Ok(MeshStream {
             reader: Box::new(recv),
             writer: Box::new(send),

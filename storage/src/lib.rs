@@ -21,6 +21,7 @@ pub use error::{Error, Result};
 pub use mem::MemStore;
 pub use parse::{
     STREAM_HEADER_LEN, parse_get_output, parse_snapshot_list, parse_zfs_stream_header,
+    stream_snapshot_name,
 };
 pub use store::{SendStream, SnapshotStore};
 pub use types::{

@@ -69,6 +69,17 @@ pub fn parse_get_output(text: &str) -> Result<Vec<(String, String, String)>> {
         .collect()
 }
 
+/// The snapshot part of `toname` (`pool/fs@snap` → `snap`) in a complete
+/// first record of a ZFS send stream: the name the received snapshot gets.
+/// None when absent or not a plain name.
+pub fn stream_snapshot_name(head: &[u8]) -> Option<&str> {
+    let toname = head.get(56..STREAM_HEADER_LEN)?;
+    let end = toname.iter().position(|&b| b == 0).unwrap_or(toname.len());
+    let (_, snap) = std::str::from_utf8(&toname[..end]).ok()?.rsplit_once('@')?;
+    let plain = |c: char| c.is_ascii_alphanumeric() || "-_.:".contains(c);
+    (!snap.is_empty() && snap.chars().all(plain)).then_some(snap)
+}
+
 /// Length of the first record (DRR_BEGIN) of a ZFS send stream.
 pub const STREAM_HEADER_LEN: usize = 312;
 
@@ -180,6 +191,18 @@ mod tests {
         put(&mut b, 40, to);
         put(&mut b, 48, from);
         b
+    }
+
+    #[test]
+    fn stream_snapshot_name_from_toname() {
+        let mut b = header(true, 7, 9);
+        let name = b"rh-n2/sites/big@ringhost-12";
+        b[56..56 + name.len()].copy_from_slice(name);
+        assert_eq!(stream_snapshot_name(&b), Some("ringhost-12"));
+        b[56 + name.len() - 2] = b' ';
+        assert_eq!(stream_snapshot_name(&b), None);
+        assert_eq!(stream_snapshot_name(&header(true, 7, 9)), None);
+        assert_eq!(stream_snapshot_name(&b[..100]), None);
     }
 
     #[test]

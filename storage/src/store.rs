@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use model::SiteName;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::types::{Changed, Guid, Snapshot, Stash};
 
 /// A send stream: bytes to hand to [`SnapshotStore::receive`] on another
@@ -48,10 +48,47 @@ pub trait SnapshotStore: Send + Sync {
     /// incremental from `from` (both identified by guid).
     fn send(&self, site: &SiteName, from: Option<Guid>, to: Guid) -> Result<SendStream>;
 
+    /// As [`send`](Self::send), given the site's chain as the caller just
+    /// listed it ([`snapshots`](Self::snapshots)): a store that finds
+    /// snapshots by listing them skips listing again (on ZFS, three CLI
+    /// calls before the stream starts). A snapshot gone since then fails
+    /// the send, or its stream.
+    fn send_listed(
+        &self,
+        site: &SiteName,
+        chain: &[Snapshot],
+        from: Option<Guid>,
+        to: Guid,
+    ) -> Result<SendStream> {
+        for g in from.into_iter().chain([to]) {
+            if !chain.iter().any(|s| s.guid == g) {
+                return Err(Error::NoSuchSnapshot {
+                    site: site.clone(),
+                    what: format!("with guid {g}"),
+                });
+            }
+        }
+        self.send(site, from, to)
+    }
+
     /// Receives a stream into a replica: a full stream creates the site
     /// (read-only), an incremental stream applies onto its newest snapshot
     /// only. Returns the received snapshot.
     fn receive(&self, site: &SiteName, stream: &mut dyn Read) -> Result<Snapshot>;
+
+    /// As [`receive`](Self::receive), given the site's chain as the caller
+    /// just listed it (`None`: no copy here): a store that lists snapshots
+    /// skips listing again before the stream may go in. The store still
+    /// refuses a stream whose base is not its newest snapshot.
+    fn receive_listed(
+        &self,
+        site: &SiteName,
+        chain: Option<&[Snapshot]>,
+        stream: &mut dyn Read,
+    ) -> Result<Snapshot> {
+        let _ = chain;
+        self.receive(site, stream)
+    }
 
     /// Makes a copy a read-only replica (`readonly=on`, `atime=off`).
     fn set_readonly(&self, site: &SiteName) -> Result<()>;

@@ -30,8 +30,8 @@ use model::SiteName;
 use tracing::debug;
 
 use crate::error::{Error, Result};
-use crate::parse::parse_zfs_stream_header;
 use crate::parse::{STREAM_HEADER_LEN, parse_get_output, parse_snapshot_list};
+use crate::parse::{parse_zfs_stream_header, stream_snapshot_name};
 use crate::store::{SendStream, SnapshotStore};
 use crate::types::{Changed, Guid, Snapshot, Stash, check_receive, check_rel_path, snapshot_name};
 
@@ -621,6 +621,45 @@ impl ZfsStore {
         format!("{}/stash/{name}", self.root)
     }
 
+    /// `zfs send` of `to` (incremental from `from`) of dataset `ds`, the
+    /// snapshots named from `chain`.
+    fn spawn_send(
+        &self,
+        site: &SiteName,
+        ds: &str,
+        chain: &[Snapshot],
+        from: Option<Guid>,
+        to: Guid,
+    ) -> Result<SendStream> {
+        let to = format!("{ds}@{}", Self::find(site, chain, to)?.name);
+        let from = from
+            .map(|g| Self::find(site, chain, g).map(|s| format!("{ds}@{}", s.name)))
+            .transpose()?;
+        let mut args = vec!["send"];
+        if let Some(from) = &from {
+            args.extend(["-i", from.as_str()]);
+        }
+        args.push(&to);
+        debug!(command = %command_line(&self.cli.zfs, &args), "spawn");
+        let mut child = Command::new(&self.cli.zfs)
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| spawn_error(&self.cli.zfs, e))?;
+        // Invariant: both were requested as piped above.
+        let stdout = child.stdout.take().expect("stdout is piped");
+        widen_pipe(&stdout);
+        let stderr = child.stderr.take();
+        Ok(Box::new(ChildStream {
+            child,
+            stdout,
+            stderr,
+            done: false,
+        }))
+    }
+
     fn existing(&self, site: &SiteName) -> Result<String> {
         let ds = self.dataset(site);
         if self.cli.exists(&ds)? {
@@ -852,31 +891,100 @@ impl ZfsStore {
         }))
     }
 
-    fn receive_inner(&self, site: &SiteName, stream: &mut dyn Read) -> Result<Snapshot> {
+    /// `listed`: the chain the caller just listed (`Some(None)`: no copy),
+    /// or `None` to list it here.
+    fn receive_inner(
+        &self,
+        site: &SiteName,
+        listed: Option<Option<&[Snapshot]>>,
+        stream: &mut dyn Read,
+    ) -> Result<Snapshot> {
         let ds = self.dataset(site);
-        // What is here, asked before the stream's first bytes arrive: over
-        // the mesh these queries overlap the sender starting `zfs send`.
-        let mountpoint = self.cli.get_if_exists("mountpoint", &ds)?;
-        let existed = mountpoint.is_some();
-        let chain = if existed {
-            Some(self.chain(&ds)?)
-        } else {
-            None
-        };
+        // What is here, asked while the stream's first bytes are on their
+        // way (over the mesh the sender is starting `zfs send`): the
+        // queries are not on the transfer's path. With the chain given,
+        // only the mountpoint is asked.
         let mut head = vec![0u8; STREAM_HEADER_LEN];
         let mut got = 0;
-        while got < head.len() {
-            match stream.read(&mut head[got..]) {
-                Ok(0) => break,
-                Ok(n) => got += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    return Err(Error::CorruptStream {
-                        site: site.clone(),
-                        reason: format!("reading the stream failed: {e}"),
-                    });
+        let existed_given = listed.map(|given| given.is_some());
+        let here = || -> Result<(Option<String>, Option<Vec<Snapshot>>)> {
+            if existed_given == Some(false) {
+                return Ok((None, None));
+            }
+            let mountpoint = self.cli.get_if_exists("mountpoint", &ds)?;
+            let chain = match (&mountpoint, listed) {
+                (Some(_), None) => Some(self.chain(&ds)?),
+                _ => None,
+            };
+            Ok((mountpoint, chain))
+        };
+        std::thread::scope(|scope| {
+            let here = scope.spawn(here);
+            let mut read_head = Ok(());
+            while got < head.len() {
+                match stream.read(&mut head[got..]) {
+                    Ok(0) => break,
+                    Ok(n) => got += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        read_head = Err(e);
+                        break;
+                    }
                 }
             }
+            // A panic in the queries is a bug; surface it here.
+            let join = |h: std::thread::ScopedJoinHandle<'_, _>| {
+                h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
+            };
+            let head = |existed, chain| Head {
+                bytes: head,
+                got,
+                read: read_head,
+                existed,
+                chain,
+            };
+            match listed {
+                None => {
+                    let (mountpoint, chain) = join(here)?;
+                    let head = head(mountpoint.is_some(), chain);
+                    self.receive_body(site, &ds, head, stream, mountpoint)
+                }
+                Some(given) => {
+                    // Awaited before `zfs receive` starts, as the listing
+                    // always was: queries about a dataset during its receive
+                    // are untried on zfs-fuse (a run where they overlapped
+                    // wedged it, cause unknown).
+                    let (mountpoint, _) = join(here)?;
+                    let head = head(given.is_some(), given.map(<[Snapshot]>::to_vec));
+                    self.receive_body(site, &ds, head, stream, mountpoint)
+                }
+            }
+        })
+    }
+
+    /// The rest of a receive, once the stream's first record is read:
+    /// `mountpoint` gives the copy's mountpoint (None: no copy).
+    fn receive_body(
+        &self,
+        site: &SiteName,
+        ds: &str,
+        head: Head,
+        stream: &mut dyn Read,
+        mountpoint: Option<String>,
+    ) -> Result<Snapshot> {
+        let ds = ds.to_owned();
+        let Head {
+            bytes: mut head,
+            got,
+            read,
+            existed,
+            chain,
+        } = head;
+        if let Err(e) = read {
+            return Err(Error::CorruptStream {
+                site: site.clone(),
+                reason: format!("reading the stream failed: {e}"),
+            });
         }
         head.truncate(got);
         let corrupt = |reason: String| Error::CorruptStream {
@@ -947,6 +1055,14 @@ impl ZfsStore {
                 // mount it; readers need it mounted.
                 self.ensure_mounted(site, &ds)?;
             }
+            // The received snapshot has the name the stream gives it: one
+            // query, or the whole chain if that name does not hold it.
+            if let Some(name) = stream_snapshot_name(&head)
+                && let Ok(got) = self.exact_snapshots(&ds, &[format!("{ds}@{name}").as_str()])
+                && let Ok(snap) = Self::find(site, &got, header.to)
+            {
+                return Ok(snap);
+            }
             let chain = self.chain(&ds)?;
             return Self::find(site, &chain, header.to);
         }
@@ -993,6 +1109,17 @@ impl ZfsStore {
         }
         Err(err)
     }
+}
+
+/// What a receive knows once the stream's first record is read: its bytes,
+/// how many arrived, whether reading failed; whether a copy was here, and
+/// its chain.
+struct Head {
+    bytes: Vec<u8>,
+    got: usize,
+    read: io::Result<()>,
+    existed: bool,
+    chain: Option<Vec<Snapshot>>,
 }
 
 /// Capacity asked for the pipes that carry snapshot streams to `zfs
@@ -1130,37 +1257,30 @@ impl SnapshotStore for ZfsStore {
     fn send(&self, site: &SiteName, from: Option<Guid>, to: Guid) -> Result<SendStream> {
         let ds = self.existing(site)?;
         let chain = self.chain(&ds)?;
-        let to = format!("{ds}@{}", Self::find(site, &chain, to)?.name);
-        let from = from
-            .map(|g| Self::find(site, &chain, g).map(|s| format!("{ds}@{}", s.name)))
-            .transpose()?;
-        let mut args = vec!["send"];
-        if let Some(from) = &from {
-            args.extend(["-i", from.as_str()]);
-        }
-        args.push(&to);
-        debug!(command = %command_line(&self.cli.zfs, &args), "spawn");
-        let mut child = Command::new(&self.cli.zfs)
-            .args(&args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| spawn_error(&self.cli.zfs, e))?;
-        // Invariant: both were requested as piped above.
-        let stdout = child.stdout.take().expect("stdout is piped");
-        widen_pipe(&stdout);
-        let stderr = child.stderr.take();
-        Ok(Box::new(ChildStream {
-            child,
-            stdout,
-            stderr,
-            done: false,
-        }))
+        self.spawn_send(site, &ds, &chain, from, to)
+    }
+
+    fn send_listed(
+        &self,
+        site: &SiteName,
+        chain: &[Snapshot],
+        from: Option<Guid>,
+        to: Guid,
+    ) -> Result<SendStream> {
+        self.spawn_send(site, &self.dataset(site), chain, from, to)
     }
 
     fn receive(&self, site: &SiteName, stream: &mut dyn Read) -> Result<Snapshot> {
-        self.receive_inner(site, stream)
+        self.receive_inner(site, None, stream)
+    }
+
+    fn receive_listed(
+        &self,
+        site: &SiteName,
+        chain: Option<&[Snapshot]>,
+        stream: &mut dyn Read,
+    ) -> Result<Snapshot> {
+        self.receive_inner(site, Some(chain), stream)
     }
 
     fn set_readonly(&self, site: &SiteName) -> Result<()> {

@@ -204,7 +204,9 @@ fn full_then_incremental_keeps_guids<H: Harness>(h: &mut H) {
         Err(Error::SnapshotExists { .. })
     ));
 
-    let got = transfer(&a, &b, &s, None, s1.guid).expect("full receive");
+    // Received with the caller's listing: no copy here yet.
+    let mut full = a.send(&s, None, s1.guid).expect("send");
+    let got = b.receive_listed(&s, None, &mut full).expect("full receive");
     assert_eq!(got.guid, s1.guid);
     assert!(b.is_readonly(&s).expect("readonly"));
     assert_eq!(b.read_file(&s, p("index.html")).expect("read"), b"v1");
@@ -214,7 +216,19 @@ fn full_then_incremental_keeps_guids<H: Harness>(h: &mut H) {
     a.write_file(&s, p("index.html"), b"v2").expect("write");
     assert_eq!(a.changed(&s).expect("changed"), Changed::Yes);
     let s2 = a.snapshot(&s, 2).expect("snapshot");
-    transfer(&a, &b, &s, Some(s1.guid), s2.guid).expect("incremental receive");
+    // Sent with the chain the caller listed (the mesh's path), not listed
+    // again; a guid missing from that chain is refused.
+    let listed = a.snapshots(&s).expect("chain");
+    assert!(matches!(
+        a.send_listed(&s, &listed[..1], Some(s1.guid), s2.guid),
+        Err(Error::NoSuchSnapshot { .. })
+    ));
+    let mut stream = a
+        .send_listed(&s, &listed, Some(s1.guid), s2.guid)
+        .expect("send listed");
+    let theirs = b.snapshots(&s).expect("b's chain");
+    b.receive_listed(&s, Some(&theirs), &mut stream)
+        .expect("incremental receive");
     let (ca, cb) = (a.snapshots(&s).expect("a"), b.snapshots(&s).expect("b"));
     assert_eq!(guids(&ca), guids(&cb));
     assert_eq!(guids(&ca), vec![s1.guid, s2.guid]);

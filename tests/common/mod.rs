@@ -503,3 +503,19 @@ impl Drop for Node {
         self.kill9();
     }
 }
+
+/// Waits until every node lists all of them alive: a master keeps a site
+/// only while it sees a majority of the known members alive (quorum guard),
+/// so a site created before the cluster formed would wait for an election.
+pub fn formed(nodes: &[Node]) {
+    let n = nodes.len();
+    wait_for("the cluster to form", Duration::from_secs(20), || {
+        nodes
+            .iter()
+            .all(|x| {
+                x.members()
+                    .is_some_and(|m| m.iter().filter(|(_, s, _)| s == "alive").count() == n)
+            })
+            .then_some(())
+    });
+}
