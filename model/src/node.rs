@@ -1465,6 +1465,16 @@ mod tests {
     fn drain(node: &mut Node) -> Vec<Action> {
         std::iter::from_fn(|| node.poll_action()).collect()
     }
+    /// A local copy of site "blog" (its spec with `replicas`).
+    fn blog_copy(role: Role, epoch: u64, chain: Vec<Head>, replicas: u8) -> LocalCopy {
+        LocalCopy {
+            site: s("blog"),
+            role,
+            epoch: Epoch(epoch),
+            chain,
+            spec: Some(spec("blog", replicas)),
+        }
+    }
     fn started(name: &str, copies: Vec<LocalCopy>) -> Node {
         let mut node = Node::new(NodeConfig::new(n(name)));
         node.handle(Time(0), Event::Start(copies));
@@ -1545,13 +1555,7 @@ mod tests {
         // Found by the 50-round fault test: a master killed and restarted
         // saw only itself (1 of 1 known members is a majority) and served
         // its copy for ~0.7 s before hearing of the new master.
-        let master = || LocalCopy {
-            site: s("blog"),
-            role: Role::Master,
-            epoch: Epoch(1),
-            chain: vec![head(5)],
-            spec: Some(spec("blog", 3)),
-        };
+        let master = || blog_copy(Role::Master, 1, vec![head(5)], 3);
         let mut a = Node::new(NodeConfig::new(n("a")));
         a.remember([n("a"), n("b"), n("c")]);
         a.handle(Time(0), Event::Start(vec![master()]));
@@ -1605,16 +1609,7 @@ mod tests {
         // to turn warm, but `poll_timeout` returned the past retry time,
         // filtered it out, and asked for nothing: the site stayed without
         // a master for good.
-        let mut b = started(
-            "b",
-            vec![LocalCopy {
-                site: s("blog"),
-                role: Role::Replica,
-                epoch: Epoch(1),
-                chain: vec![head(5)],
-                spec: Some(spec("blog", 3)),
-            }],
-        );
+        let mut b = started("b", vec![blog_copy(Role::Replica, 1, vec![head(5)], 3)]);
         let mut v = master_view(true);
         v.members.insert(n("b"), member(true, vec![]));
         b.handle(Time(6000), Event::View(v.clone()));
@@ -1655,16 +1650,7 @@ mod tests {
 
     #[test]
     fn a_failed_promotion_is_tried_again() {
-        let mut a = started(
-            "a",
-            vec![LocalCopy {
-                site: s("blog"),
-                role: Role::Master,
-                epoch: Epoch(1),
-                chain: vec![head(5)],
-                spec: Some(spec("blog", 3)),
-            }],
-        );
+        let mut a = started("a", vec![blog_copy(Role::Master, 1, vec![head(5)], 3)]);
         a.handle(Time(6000), Event::View(master_view(true)));
         drain(&mut a);
         // As if a promotion to epoch 1 had just been asked for and failed.
@@ -1741,13 +1727,7 @@ mod tests {
 
     #[test]
     fn the_freshest_replica_promotes_when_the_master_dies_with_quorum() {
-        let local = |seq| LocalCopy {
-            site: s("blog"),
-            role: Role::Replica,
-            epoch: Epoch(1),
-            chain: vec![head(seq)],
-            spec: Some(spec("blog", 3)),
-        };
+        let local = |seq| blog_copy(Role::Replica, 1, vec![head(seq)], 3);
         let mut b = started("b", vec![local(5)]);
         let mut v = master_view(false);
         v.members.get_mut(&n("c")).expect("c").keys =
@@ -1784,13 +1764,7 @@ mod tests {
     fn a_stale_master_steps_down_and_a_diverged_replica_is_stashed() {
         let mut a = started(
             "a",
-            vec![LocalCopy {
-                site: s("blog"),
-                role: Role::Master,
-                epoch: Epoch(1),
-                chain: vec![head(5), head(6)],
-                spec: Some(spec("blog", 3)),
-            }],
+            vec![blog_copy(Role::Master, 1, vec![head(5), head(6)], 3)],
         );
         let mut v = master_view(true);
         v.members.get_mut(&n("a")).expect("a").keys.clear();
@@ -1833,16 +1807,7 @@ mod tests {
 
     #[test]
     fn a_fenced_master_with_a_snapshot_in_flight_stops_counting_as_master_at_once() {
-        let mut a = started(
-            "a",
-            vec![LocalCopy {
-                site: s("blog"),
-                role: Role::Master,
-                epoch: Epoch(1),
-                chain: vec![head(5)],
-                spec: Some(spec("blog", 3)),
-            }],
-        );
+        let mut a = started("a", vec![blog_copy(Role::Master, 1, vec![head(5)], 3)]);
         a.handle(Time(1), Event::Written(s("blog")));
         a.handle(Time(2000), Event::Tick);
         assert!(
@@ -1876,16 +1841,7 @@ mod tests {
         // off in a minority kept acknowledging writes while the majority
         // promoted another copy; its replicas pulled them after the heal,
         // then they were stashed, off the history that won.
-        let mut a = started(
-            "a",
-            vec![LocalCopy {
-                site: s("blog"),
-                role: Role::Master,
-                epoch: Epoch(1),
-                chain: vec![head(5)],
-                spec: Some(spec("blog", 3)),
-            }],
-        );
+        let mut a = started("a", vec![blog_copy(Role::Master, 1, vec![head(5)], 3)]);
         let mut v = master_view(true);
         a.handle(Time(6000), Event::View(v.clone()));
         assert!(drain(&mut a).is_empty());
@@ -1938,13 +1894,7 @@ mod tests {
         let mut free = Node::new(cfg);
         free.handle(
             Time(0),
-            Event::Start(vec![LocalCopy {
-                site: s("blog"),
-                role: Role::Master,
-                epoch: Epoch(1),
-                chain: vec![head(5)],
-                spec: Some(spec("blog", 3)),
-            }]),
+            Event::Start(vec![blog_copy(Role::Master, 1, vec![head(5)], 3)]),
         );
         drain(&mut free);
         let mut lonely = master_view(true);
@@ -1961,16 +1911,7 @@ mod tests {
 
     #[test]
     fn a_tombstone_destroys_copies_and_spreads() {
-        let mut b = started(
-            "b",
-            vec![LocalCopy {
-                site: s("blog"),
-                role: Role::Replica,
-                epoch: Epoch(1),
-                chain: vec![head(5)],
-                spec: Some(spec("blog", 3)),
-            }],
-        );
+        let mut b = started("b", vec![blog_copy(Role::Replica, 1, vec![head(5)], 3)]);
         let mut v = master_view(true);
         v.members
             .get_mut(&n("c"))
@@ -2026,16 +1967,7 @@ mod tests {
         // Found by the simulator: n1 restarted, its first gossip view held
         // only itself (1 of 1 alive: "quorum"), and it promoted its stale
         // replica at once, beside the live master.
-        let mut b = started(
-            "b",
-            vec![LocalCopy {
-                site: s("blog"),
-                role: Role::Replica,
-                epoch: Epoch(1),
-                chain: vec![head(1)],
-                spec: Some(spec("blog", 3)),
-            }],
-        );
+        let mut b = started("b", vec![blog_copy(Role::Replica, 1, vec![head(1)], 3)]);
         let mut alone = View::default();
         alone.members.insert(
             n("b"),
@@ -2209,13 +2141,7 @@ mod tests {
         for (until, fence) in [(Time(4), 1), (Time(10_000), 2)] {
             let mut b = started(
                 "b",
-                vec![LocalCopy {
-                    site: s("blog"),
-                    role: Role::Replica,
-                    epoch: Epoch(1),
-                    chain: vec![head(1), head(5)],
-                    spec: Some(spec("blog", 1)),
-                }],
+                vec![blog_copy(Role::Replica, 1, vec![head(1), head(5)], 1)],
             );
             b.handle(Time(1), Event::View(one_copy_view()));
             drain(&mut b);
@@ -2257,13 +2183,7 @@ mod tests {
     fn a_takeover_completes_when_the_pull_brings_a_snapshot_past_the_final_one() {
         let mut b = started(
             "b",
-            vec![LocalCopy {
-                site: s("blog"),
-                role: Role::Replica,
-                epoch: Epoch(1),
-                chain: vec![head(1), head(5)],
-                spec: Some(spec("blog", 1)),
-            }],
+            vec![blog_copy(Role::Replica, 1, vec![head(1), head(5)], 1)],
         );
         b.handle(Time(1), Event::View(one_copy_view()));
         drain(&mut b);
@@ -2309,13 +2229,7 @@ mod tests {
     fn a_pin_and_a_takeover_do_not_wait_out_an_earlier_backoff() {
         let mut b = started(
             "b",
-            vec![LocalCopy {
-                site: s("blog"),
-                role: Role::Replica,
-                epoch: Epoch(1),
-                chain: vec![head(1), head(5)],
-                spec: Some(spec("blog", 1)),
-            }],
+            vec![blog_copy(Role::Replica, 1, vec![head(1), head(5)], 1)],
         );
         let pull = Action::Pull {
             site: s("blog"),
@@ -2413,16 +2327,7 @@ mod tests {
 
     #[test]
     fn flush_snapshots_a_master_without_waiting_for_the_interval() {
-        let mut a = started(
-            "a",
-            vec![LocalCopy {
-                site: s("blog"),
-                role: Role::Master,
-                epoch: Epoch(1),
-                chain: vec![head(1)],
-                spec: Some(spec("blog", 1)),
-            }],
-        );
+        let mut a = started("a", vec![blog_copy(Role::Master, 1, vec![head(1)], 1)]);
         a.handle(Time(1), Event::View(one_copy_view()));
         drain(&mut a);
         a.handle(Time(10), Event::Written(s("blog")));
