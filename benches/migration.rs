@@ -11,7 +11,9 @@
 //! hold to its release, final delta, pre-copy rounds, total time) and what
 //! the clients saw: requests, failures, and the longest added latency (the
 //! slowest request during the migration minus the median before it).
-//! Target: zero failed requests; pause ≤ 300 ms at a final delta ≤ 1 MiB.
+//! Target: zero failed requests; pause ≤ 300 ms at a final delta ≤ 1 MiB,
+//! the pause being the longest added latency (as the issue defines it); the
+//! gate's hold is judged against the same bound too, as the stricter reading.
 //!
 //! Run: `cargo bench --bench migration` (`-- --mib N` for another size).
 //! Needs root, `ip netns`, iptables and zfs-fuse.
@@ -140,13 +142,21 @@ fn measure(bed: &Bed, site: &str, load: Load, what: &str) {
         slowest.as_secs_f64() * 1e3,
         slowest.saturating_sub(median).as_secs_f64() * 1e3
     ));
-    say(&format!(
-        "{what}: target (zero failed, pause ≤ 300 ms at final delta ≤ 1 MiB): {}",
-        if failed == 0 && pause_ms <= 300.0 && delta <= 1 << 20 {
+    // The issue defines the pause as the longest added latency a client
+    // sees; the gate's hold (from the first held request to the release)
+    // is the stricter reading: both are judged.
+    let added_ms = slowest.saturating_sub(median).as_secs_f64() * 1e3;
+    let verdict = |pause: f64| {
+        if failed == 0 && pause <= 300.0 && delta <= 1 << 20 {
             "met"
         } else {
             "NOT met"
         }
+    };
+    say(&format!(
+        "{what}: target (zero failed, pause ≤ 300 ms at final delta ≤ 1 MiB): {} with the pause as the longest added latency ({added_ms:.0} ms); {} with the pause as the gate's hold ({pause_ms:.0} ms)",
+        verdict(added_ms),
+        verdict(pause_ms)
     ));
     for e in &events {
         say(&format!("{what}:   {e}"));
