@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use common::bed::{Attempt, Bed, Load, Verdict, check_history, name, parse_claim};
 use common::netns::netns_available;
-use common::{wait_for, zfs_available};
+use common::{env_or, wait_for, zfs_available};
 
 fn sleep(d: Duration) {
     std::thread::sleep(d);
@@ -261,14 +261,8 @@ fn fifty_rounds_of_kills_restarts_and_partitions_under_load_lose_nothing_beyond_
     if !can_run("rounds") {
         return;
     }
-    let rounds: usize = std::env::var("RINGHOST_FAULT_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(50);
-    let seed: u64 = std::env::var("RINGHOST_FAULT_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(7);
+    let rounds: usize = env_or("RINGHOST_FAULT_ROUNDS", 50);
+    let seed: u64 = env_or("RINGHOST_FAULT_SEED", 7);
     let mut rng = Rng(seed.max(1));
     let mut bed = Bed::start("fo-rounds", 5, &[]);
     bed.create_history_site(3);

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::bed::{Bed, Load, check_history, curl_at, name};
 use common::netns::netns_available;
-use common::{wait_for, zfs_available};
+use common::{env_or, wait_for, zfs_available};
 use serde_json::Value;
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -582,14 +582,8 @@ fn twenty_migrations_back_and_forth_under_load_with_faults_lose_no_request_and_n
     if !can_run("migrate_rounds") {
         return;
     }
-    let rounds: usize = std::env::var("RINGHOST_MIGRATIONS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20);
-    let seed: u64 = std::env::var("RINGHOST_FAULT_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(11);
+    let rounds: usize = env_or("RINGHOST_MIGRATIONS", 20);
+    let seed: u64 = env_or("RINGHOST_FAULT_SEED", 11);
     let mut rng = Rng(seed.max(1));
     let t_start = std::time::Instant::now();
     let mut bed = Bed::start("mig-rounds", 5, &[]);

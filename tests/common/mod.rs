@@ -28,6 +28,15 @@ pub fn run(args: &[&str]) -> Output {
         .expect("ringhost binary runs")
 }
 
+/// The value of environment variable `name` (a test's knob: rounds, a
+/// seed), or `default` when unset or unparsable.
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// Polls `f` until it returns `Some` or the deadline passes.
 pub fn wait_for<T>(what: &str, within: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let start = Instant::now();
