@@ -135,19 +135,7 @@ fn last_migration(bed: &Bed, k: usize, want: impl Fn(&Value) -> bool) -> Value {
 
 /// The events of the site's migration as host `k`'s node recorded them.
 fn migration_log(bed: &Bed, k: usize) -> Vec<Value> {
-    let sock = bed.node(k).data_dir.join("admin.sock");
-    let out = std::process::Command::new("curl")
-        .args(["-s", "-m", "2", "--unix-socket", common::p(&sock)])
-        .arg(format!(
-            "http://node/v1/sites/{}/migration",
-            common::bed::SITE
-        ))
-        .output()
-        .expect("curl runs");
-    serde_json::from_slice::<Value>(&out.stdout)
-        .ok()
-        .and_then(|v| v["events"].as_array().cloned())
-        .unwrap_or_default()
+    migration_state(bed, k).0
 }
 
 #[test]
