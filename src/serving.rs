@@ -369,7 +369,7 @@ struct Manager {
     held: BTreeSet<SiteName>,
 }
 
-type Fingerprint = (u64, u64, i128);
+type Fingerprint = storage::TreeFingerprint;
 
 /// The newest spec of every site in the view whose incarnation is not
 /// deleted.
@@ -754,7 +754,9 @@ impl Manager {
                         // The store's answer where it has one; where it
                         // cannot tell (zfs-fuse accounts small writes only
                         // at a later txg), the tree's own fingerprint.
-                        let print = mounts.get(s).and_then(|m| fingerprint(m));
+                        let print = mounts
+                            .get(s)
+                            .and_then(|m| storage::tree_fingerprint(m, &[".ringhost"]));
                         let before = prints.insert(s.clone(), print);
                         match store.changed(s) {
                             Ok(storage::Changed::Yes) => true,
@@ -773,41 +775,6 @@ impl Manager {
             }
         }));
     }
-}
-
-/// At most this many entries are looked at for a fingerprint; a larger
-/// tree relies on the store's own change detection.
-const FINGERPRINT_MAX_ENTRIES: usize = 10_000;
-
-/// (entries, total size, newest mtime in ns) of a site's tree, skipping
-/// `.ringhost`; `None` if it cannot be read or is too large.
-fn fingerprint(root: &Path) -> Option<Fingerprint> {
-    let mut stack = vec![root.to_owned()];
-    let (mut n, mut size, mut newest) = (0u64, 0u64, 0i128);
-    while let Some(dir) = stack.pop() {
-        for e in std::fs::read_dir(&dir).ok()? {
-            let e = e.ok()?;
-            if dir == root && e.file_name() == ".ringhost" {
-                continue;
-            }
-            n += 1;
-            if n as usize > FINGERPRINT_MAX_ENTRIES {
-                return None;
-            }
-            let m = e.metadata().ok()?;
-            let mtime = m
-                .modified()
-                .ok()
-                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                .map_or(0, |d| d.as_nanos() as i128);
-            newest = newest.max(mtime);
-            size += m.len();
-            if m.is_dir() {
-                stack.push(e.path());
-            }
-        }
-    }
-    Some((n, size, newest))
 }
 
 fn pick_port() -> io::Result<u16> {

@@ -215,12 +215,20 @@ fn local_copies(store: &Store, persisted: &Persisted) -> anyhow::Result<Vec<Loca
                 role: Role::Replica,
                 epoch: Epoch(0),
             });
+        // A writable copy was a master (or being made one) when this node
+        // stopped: what it holds beyond its newest snapshot may be writes
+        // it acknowledged, which exist nowhere else.
+        let changed = !store.is_readonly(&site)? && store.changed(&site)? != storage::Changed::No;
+        if changed {
+            info!(%site, "the copy may hold changes after its newest snapshot: they will be snapshotted");
+        }
         out.push(LocalCopy {
             site,
             role: p.role,
             epoch: p.epoch,
             chain,
             spec,
+            changed,
         });
     }
     Ok(out)
@@ -916,11 +924,27 @@ impl Driver {
                     Outcome::Switched(r)
                 });
             }
-            Action::Demote { site } => {
+            Action::Demote { site, seq } => {
                 info!(%site, "stepping down to replica");
                 self.sites.ready(&site, false);
                 self.spawn_op(site.clone(), async move {
-                    Outcome::Switched(blocking(move || store.set_readonly(&site)).await)
+                    // Read-only first: nothing is acknowledged after the
+                    // snapshot that keeps what was.
+                    let r = blocking(move || {
+                        store.set_readonly(&site)?;
+                        let snap = store.snapshot_changes(&site, seq)?;
+                        if let Some(s) = &snap {
+                            info!(%site, snapshot = %s.name, "kept the changes after the last snapshot of a master that stepped down");
+                        }
+                        Ok(snap)
+                    })
+                    .await;
+                    Outcome::Demoted(r.map(|snap| {
+                        snap.map(|s| Head {
+                            seq,
+                            guid: s.guid.0,
+                        })
+                    }))
                 });
             }
             Action::Destroy { site } => {
@@ -1009,6 +1033,7 @@ fn failure(o: &Outcome) -> Option<String> {
         | Outcome::Snapshot(Err(e))
         | Outcome::Stashed(Err(e))
         | Outcome::Switched(Err(e))
+        | Outcome::Demoted(Err(e))
         | Outcome::Destroyed(Err(e))
         | Outcome::Pulled(Err(PullError::Failed(e))) => Some(e.clone()),
         _ => None,

@@ -243,6 +243,63 @@ fn with_the_quorum_guard_off_both_sides_serve_a_split_and_the_heal_stashes_the_d
     assert!(v.lost.is_empty(), "nothing is destroyed: {v:?}");
 }
 
+/// A master killed with writes it acknowledged after its last snapshot
+/// (they are only in its live dataset) comes back after another node took
+/// over, and no write reaches the new master: nothing makes the new master
+/// snapshot again, so the old master's copy is never asked to pull. Its
+/// unsnapshotted writes must still end up where the cluster lists them (a
+/// stash), not stay invisible in a replica's live dataset.
+#[test]
+fn a_killed_masters_unsnapshotted_writes_are_kept_in_a_listed_stash_after_it_comes_back() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !can_run("tail") {
+        return;
+    }
+    let rounds: usize = env_or("RINGHOST_TAIL_ROUNDS", 2);
+    let mut bed = Bed::start("fo-tail", 5, &[]);
+    bed.create_history_site(3);
+    let all: Vec<usize> = (0..5).collect();
+    let mut attempts = Vec::new();
+    for round in 0..rounds {
+        let (old, epoch0) = bed.wait_served(&all, Duration::from_secs(30));
+        let m = all
+            .iter()
+            .copied()
+            .find(|&k| name(k) == old)
+            .expect("the master is a host");
+        // Writers through the master itself, so that the last writes land
+        // there just before the kill.
+        let load = Load::start(&bed, 3, 100_000, Duration::from_secs(60));
+        sleep(Duration::from_millis(2500));
+        bed.kill(m);
+        attempts.extend(load.finish());
+        let others: Vec<usize> = all.iter().copied().filter(|&k| k != m).collect();
+        let (new, epoch1) = wait_new_master(&bed, &others, &old, epoch0, Duration::from_secs(30));
+        bed.restart(m);
+        bed.wait_alive(&all, Duration::from_secs(30));
+        // Every acknowledged write is on the master or in a listed stash.
+        let start = Instant::now();
+        let (found, v) = loop {
+            let found = bed.found_writes(others[0]);
+            let v = check_history(&attempts, &found);
+            if v.lost.is_empty() {
+                break (found, v);
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(40),
+                "round {round}: acknowledged writes are on no master and in no listed stash 40 s after {old} came back: {v:?}\nwhere they are:\n{}",
+                bed.locate(&v.lost)
+            );
+            sleep(Duration::from_millis(500));
+        };
+        eprintln!(
+            "tail: round {round}: {old}@{epoch0} killed, {new}@{epoch1} took over; {} acknowledged, {} found in stashes",
+            v.acknowledged,
+            found.values().filter(|w| w.starts_with("stash")).count()
+        );
+    }
+}
+
 /// A small deterministic generator for the fault schedule.
 struct Rng(u64);
 
@@ -321,6 +378,17 @@ fn fifty_rounds_of_kills_restarts_and_partitions_under_load_lose_nothing_beyond_
         recoveries.last().copied().unwrap_or_default()
     );
     report("rounds", &attempts, &v);
+    if !v.lost.is_empty() {
+        eprintln!(
+            "rounds: where the lost writes are:\n{}",
+            bed.locate(&v.lost)
+        );
+        for k in 0..5 {
+            if let Some(show) = bed.show(k) {
+                eprintln!("rounds: site show on {}: {show}", name(k));
+            }
+        }
+    }
     assert!(
         v.claims.len() > 1,
         "the faults caused no failover at all: {v:?}"

@@ -572,12 +572,19 @@ impl SiteLayer {
                 .get(&site)
                 .copied()
                 .unwrap_or((Role::Replica, Epoch(0)));
+            // As the daemon does: a writable copy may hold changes.
+            let changed = disk.store.is_readonly(&site).is_ok_and(|ro| !ro)
+                && disk
+                    .store
+                    .changed(&site)
+                    .is_ok_and(|c| c != storage::Changed::No);
             copies.push(LocalCopy {
                 site,
                 role,
                 epoch,
                 chain,
                 spec,
+                changed,
             });
         }
         let mut cfg = NodeConfig::new(self.nodes[i].name.clone());
@@ -850,6 +857,45 @@ impl SiteLayer {
         }
     }
 
+    /// Takes snapshot `seq` of node `i`'s copy (with `only_changes`, only
+    /// if it changed since its newest one) and records it; the guid taken.
+    fn take_snapshot(
+        &mut self,
+        i: usize,
+        site: &SiteName,
+        seq: u64,
+        now: Duration,
+        only_changes: bool,
+        world: &Shared,
+    ) -> Result<Option<u64>, String> {
+        let store = &self.nodes[i].disk.store;
+        let parent = store
+            .snapshots(site)
+            .ok()
+            .and_then(|c| c.last().map(|s| s.guid.0));
+        let result = if only_changes {
+            store.snapshot_changes(site, seq)
+        } else {
+            store.snapshot(site, seq).map(Some)
+        }
+        .map_err(|e| e.to_string());
+        if let Ok(Some(s)) = &result {
+            let bytes = self.nodes[i].disk.dirty_bytes.remove(site).unwrap_or(0);
+            self.snaps.insert(
+                s.guid.0,
+                SnapInfo {
+                    seq,
+                    parent,
+                    taken: now,
+                    bytes,
+                },
+            );
+            self.stats.snapshots += 1;
+        }
+        self.resync(i, site, world);
+        result.map(|s| s.map(|s| s.guid.0))
+    }
+
     async fn execute(
         &mut self,
         i: usize,
@@ -903,29 +949,10 @@ impl SiteLayer {
                     .or_default();
                 w.issued += 1;
                 w.in_flight = Some(w.issued);
-                let store = &self.nodes[i].disk.store;
-                let parent = store
-                    .snapshots(&site)
-                    .ok()
-                    .and_then(|c| c.last().map(|s| s.guid.0));
-                let result = store.snapshot(&site, seq).map_err(|e| e.to_string());
-                if let Ok(s) = &result {
-                    let bytes = self.nodes[i].disk.dirty_bytes.remove(&site).unwrap_or(0);
-                    self.snaps.insert(
-                        s.guid.0,
-                        SnapInfo {
-                            seq,
-                            parent,
-                            taken: now,
-                            bytes,
-                        },
-                    );
-                    self.stats.snapshots += 1;
-                }
-                self.resync(i, &site, world);
-                let outcome = Outcome::Snapshot(result.map(|s| Head {
-                    seq,
-                    guid: s.guid.0,
+                let result = self.take_snapshot(i, &site, seq, now, false, world);
+                let outcome = Outcome::Snapshot(result.map(|s| {
+                    s.map(|g| Head { seq, guid: g })
+                        .expect("a snapshot is taken whether or not the copy changed")
                 }));
                 self.op(now + local, report(site, outcome));
             }
@@ -940,15 +967,17 @@ impl SiteLayer {
                 self.check_promotion(i, &site, epoch, world);
                 self.op(now + local, report(site, Outcome::Switched(result)));
             }
-            Action::Demote { site } => {
+            Action::Demote { site, seq } => {
                 let result = self.nodes[i]
                     .disk
                     .store
                     .set_readonly(&site)
-                    .map_err(|e| e.to_string());
+                    .map_err(|e| e.to_string())
+                    .and_then(|()| self.take_snapshot(i, &site, seq, now, true, world));
                 self.stats.demotions += 1;
-                Self::trace(world, format_args!("site {name} demote {site}"));
-                self.op(now + local, report(site, Outcome::Switched(result)));
+                Self::trace(world, format_args!("site {name} demote {site} {result:?}"));
+                let outcome = Outcome::Demoted(result.map(|s| s.map(|g| Head { seq, guid: g })));
+                self.op(now + local, report(site, outcome));
             }
             Action::Destroy { site } => {
                 self.nodes[i].disk.persisted.remove(&site);

@@ -25,7 +25,7 @@ pub use parse::{
 };
 pub use store::{SendStream, SnapshotStore};
 pub use types::{
-    Changed, Guid, SNAPSHOT_PREFIX, Snapshot, Stash, StreamHeader, check_receive, newest_common,
-    snapshot_name,
+    Changed, FINGERPRINT_MAX_ENTRIES, Guid, SNAPSHOT_PREFIX, Snapshot, Stash, StreamHeader,
+    TreeFingerprint, check_receive, newest_common, snapshot_name, tree_fingerprint,
 };
 pub use zfs::{EmbeddedPool, Features, ZfsConfig, ZfsStore};

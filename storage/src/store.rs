@@ -44,6 +44,18 @@ pub trait SnapshotStore: Send + Sync {
     /// has none).
     fn changed(&self, site: &SiteName) -> Result<Changed>;
 
+    /// Takes snapshot `ringhost-<seq>` if the site may hold changes after
+    /// its newest snapshot ([`SnapshotStore::changed`] is not `No`), and
+    /// returns it; `None` if it holds nothing more. Where the store cannot
+    /// tell, it takes the snapshot: an empty one costs a stash at worst,
+    /// a missed one loses what a master acknowledged.
+    fn snapshot_changes(&self, site: &SiteName, seq: u64) -> Result<Option<Snapshot>> {
+        match self.changed(site)? {
+            Changed::No => Ok(None),
+            Changed::Yes | Changed::Unknown => self.snapshot(site, seq).map(Some),
+        }
+    }
+
     /// A stream of snapshot `to`: full when `from` is `None`, else
     /// incremental from `from` (both identified by guid).
     fn send(&self, site: &SiteName, from: Option<Guid>, to: Guid) -> Result<SendStream>;

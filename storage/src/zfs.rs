@@ -504,6 +504,12 @@ pub struct ZfsStore {
     /// reads them, and by `set_writable`; not after every receive, which
     /// would put a remount on replication's hot path.
     stale: std::sync::Mutex<std::collections::BTreeSet<String>>,
+    /// Without `written` (zfs-fuse): the tree fingerprint of each site's
+    /// live copy when its newest snapshot was taken here (or when it was
+    /// made writable, holding its newest snapshot), so that `changed` can
+    /// answer where the size counters cannot. Lost with the process: after
+    /// a restart `changed` says `Unknown` until the next snapshot.
+    baselines: std::sync::Mutex<std::collections::BTreeMap<String, crate::types::TreeFingerprint>>,
 }
 
 /// Whether `zfs receive`'s usage text lists a flag (e.g. `s` in `[-vnsFu]`).
@@ -569,6 +575,7 @@ impl ZfsStore {
             cli,
             root: config.root,
             mount_root: config.mount_root,
+            baselines: std::sync::Mutex::default(),
             features,
             stale: std::sync::Mutex::default(),
         };
@@ -792,9 +799,44 @@ impl ZfsStore {
             })
         };
         if num(&ds, "referenced")? != num(&snap, "referenced")? || num(&snap, "used")? > 0 {
-            Ok(Changed::Yes)
-        } else {
-            Ok(Changed::Unknown)
+            return Ok(Changed::Yes);
+        }
+        let baseline = self
+            .baselines
+            .lock()
+            .expect("baselines lock is never poisoned")
+            .get(&ds)
+            .copied();
+        Ok(match (baseline, self.live_fingerprint(site)) {
+            (Some(then), Some(now)) if then == now => Changed::No,
+            (Some(_), Some(_)) => Changed::Yes,
+            _ => Changed::Unknown,
+        })
+    }
+
+    /// The tree fingerprint of a site's live copy, where `changed` needs
+    /// one (no `written`): `None` with `written`, or where the tree cannot
+    /// be read or is too large.
+    fn live_fingerprint(&self, site: &SiteName) -> Option<crate::types::TreeFingerprint> {
+        if self.features.written {
+            return None;
+        }
+        let mp = self.mount_root.join("sites").join(site.as_str());
+        crate::types::tree_fingerprint(&mp, &[])
+    }
+
+    fn set_baseline(&self, ds: &str, print: Option<crate::types::TreeFingerprint>) {
+        let mut b = self
+            .baselines
+            .lock()
+            .expect("baselines lock is never poisoned");
+        match print {
+            Some(p) => {
+                b.insert(ds.to_owned(), p);
+            }
+            None => {
+                b.remove(ds);
+            }
         }
     }
 
@@ -1043,6 +1085,8 @@ impl ZfsStore {
             "ran"
         );
         if out.status.success() && read_error.is_none() {
+            // The live copy is the received snapshot now.
+            self.set_baseline(&ds, None);
             if mountpoint.as_deref().is_some_and(is_fuse_mount) {
                 // zfs-fuse does not invalidate the kernel's cache of the
                 // replica's files: remount before anything here reads them.
@@ -1228,9 +1272,13 @@ impl SnapshotStore for ZfsStore {
             });
         }
         let full = format!("{ds}@{name}");
+        // Before the snapshot: a write in between makes the next `changed`
+        // say yes (one snapshot too many), never no.
+        let print = self.live_fingerprint(site);
         self.cli
             .zfs(&["snapshot", &full])
             .map_err(|e| classify(e, &full))?;
+        self.set_baseline(&ds, print);
         self.exact_snapshots(&ds, &[&full])?
             .pop()
             .ok_or_else(|| Error::NoSuchSnapshot {
@@ -1301,6 +1349,9 @@ impl SnapshotStore for ZfsStore {
         if is_fuse_mount(&mp) {
             self.remount(site, &ds)?;
         }
+        // A read-only copy holds its newest snapshot, no more.
+        let print = self.live_fingerprint(site);
+        self.set_baseline(&ds, print);
         Ok(())
     }
 
@@ -1334,6 +1385,7 @@ impl SnapshotStore for ZfsStore {
             name = format!("{site}-{tag}-{n}");
         }
         let stash = self.stash_dataset(&name);
+        self.set_baseline(&ds, None);
         self.cli.unmount(&ds)?;
         self.cli.zfs_unbusy(&["rename", &ds, &stash])?;
         // From here on the copy is safe under the stash; make it read-only.
@@ -1386,6 +1438,7 @@ impl SnapshotStore for ZfsStore {
 
     fn destroy_site(&self, site: &SiteName) -> Result<()> {
         let ds = self.existing(site)?;
+        self.set_baseline(&ds, None);
         self.cli.unmount(&ds)?;
         self.cli.zfs_unbusy(&["destroy", "-r", &ds]).map(drop)
     }

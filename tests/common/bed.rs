@@ -236,6 +236,59 @@ impl Bed {
         found
     }
 
+    /// Where each of `ids` is on disk, for a failure's report: every
+    /// dataset and snapshot of every running node's pool (listed with
+    /// `zfs list -t all`), with the ids of `ids` its history log holds.
+    pub fn locate(&self, ids: &[u64]) -> String {
+        let want: BTreeSet<u64> = ids.iter().copied().collect();
+        let mut report = String::new();
+        for k in 0..self.len() {
+            let Some(pool) = self.nodes[k].as_ref().and_then(Node::pool) else {
+                continue;
+            };
+            let out = Command::new("zfs")
+                .args([
+                    "list",
+                    "-H",
+                    "-t",
+                    "all",
+                    "-o",
+                    "name,mountpoint,mounted,origin",
+                    "-r",
+                    &pool,
+                ])
+                .output()
+                .expect("zfs list");
+            drop_caches();
+            for line in String::from_utf8_lossy(&out.stdout).lines() {
+                let cols: Vec<&str> = line.split('\t').collect();
+                let (ds, mp) = (cols[0], cols.get(1).copied().unwrap_or("-"));
+                let path = if let Some((fs, snap)) = ds.split_once('@') {
+                    let fs_mp = String::from_utf8_lossy(
+                        &Command::new("zfs")
+                            .args(["get", "-H", "-o", "value", "mountpoint", fs])
+                            .output()
+                            .expect("zfs get")
+                            .stdout,
+                    )
+                    .trim()
+                    .to_owned();
+                    format!("{fs_mp}/.zfs/snapshot/{snap}/history.log")
+                } else {
+                    format!("{mp}/history.log")
+                };
+                let held: Vec<u64> = std::fs::read_to_string(&path)
+                    .map(|l| log_ids(&l))
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|id| want.contains(id))
+                    .collect();
+                report.push_str(&format!("{} {line}: {} of the ids\n", name(k), held.len()));
+            }
+        }
+        report
+    }
+
     /// (node, stash name) of every stash `site show` lists.
     pub fn stashes(&self, k: usize) -> Vec<(String, String)> {
         let v = self.show(k).expect("site show");
