@@ -414,7 +414,7 @@ pub fn current_specs(view: &View) -> BTreeMap<SiteName, SiteSpec> {
                     }
                 }
                 SiteKey::Deleted(s, id) => deleted.entry(s.clone()).or_default().push(*id),
-                SiteKey::Copy(..) => {}
+                SiteKey::Copy(..) | SiteKey::Vote(..) => {}
             }
         }
     }

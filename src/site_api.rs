@@ -179,6 +179,7 @@ fn site_infos(sites: &Sites, view: &View, raw: &gossip::ClusterView) -> Vec<Site
                     names.insert(s.clone(), ());
                 }
                 SiteKey::Deleted(s, id) => deleted.entry(s.clone()).or_default().push(*id),
+                SiteKey::Vote(..) => {}
             }
         }
     }

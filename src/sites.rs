@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use storage::{Guid, SnapshotStore};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::rpc::{self, ChainReply, PullReply, Request};
 
@@ -155,6 +155,11 @@ struct Persisted {
     /// restart they count for the quorum guard before gossip finds them.
     #[serde(default)]
     members: std::collections::BTreeSet<NodeName>,
+    /// This node's last vote in each site's election (`Node::restore_votes`):
+    /// kept before it is published, so that a restart never votes twice in
+    /// one epoch.
+    #[serde(default)]
+    votes: BTreeMap<SiteName, model::Vote>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
@@ -282,6 +287,7 @@ impl Sites {
         };
         let mut node = Node::new(cfg);
         node.remember(persisted.members.iter().cloned());
+        node.restore_votes(persisted.votes.clone());
         #[allow(clippy::disallowed_methods)] // the driver owns the clock
         let origin = Instant::now();
         let sites_at_start: Vec<SiteName> = copies.iter().map(|c| c.site.clone()).collect();
@@ -306,6 +312,7 @@ impl Sites {
             waiters: BTreeMap::new(),
             settle: Vec::new(),
             tasks: JoinSet::new(),
+            unsaved_votes: std::collections::BTreeSet::new(),
         };
         let task = tokio::spawn(driver.run());
         sites.publish_stashes().await;
@@ -605,6 +612,8 @@ struct Driver {
     /// the number of the snapshot action a `Snapshot` outcome ends.
     settle: Vec<(SiteName, Outcome, Option<u64>)>,
     tasks: JoinSet<()>,
+    /// Vote keys whose `PersistVote` failed: their `Publish` is dropped.
+    unsaved_votes: std::collections::BTreeSet<String>,
 }
 
 #[derive(Default)]
@@ -833,7 +842,22 @@ impl Driver {
         debug!(?action, "site action");
         let store = self.sites.store.clone();
         match action {
-            Action::Publish { key, value } => self.sites.gossip.set(&key, &value).await,
+            Action::Publish { key, value } => {
+                if self.unsaved_votes.remove(&key) {
+                    // Its vote is not on disk: published, it could count
+                    // twice after a restart. Not published, it counts for no one.
+                    return;
+                }
+                self.sites.gossip.set(&key, &value).await
+            }
+            Action::PersistVote { site, vote } => {
+                let key = model::site::vote_key(&site);
+                self.persisted.votes.insert(site, vote);
+                if let Err(e) = self.save() {
+                    error!(error = %format!("{e:#}"), "cannot keep a vote on disk: it is not published");
+                    self.unsaved_votes.insert(key);
+                }
+            }
             Action::Unpublish { key } => self.sites.gossip.delete(&key).await,
             Action::Persist { site, role, epoch } => {
                 self.persisted

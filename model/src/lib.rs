@@ -15,6 +15,7 @@ pub mod placement;
 pub mod prune;
 pub mod settings;
 pub mod site;
+pub mod vote;
 
 pub use election::{
     CopyState, Epoch, Head, Holder, MasterDecision, Quorum, Role, has_quorum, master,
@@ -29,4 +30,4 @@ pub use node::{
 pub use placement::placement;
 pub use prune::{Aged, PrunePolicy, to_prune};
 pub use settings::GossipSettings;
-pub use site::{CopyKey, Domain, Runtime, SiteKey, SiteSpec};
+pub use site::{CopyKey, Domain, Runtime, SiteKey, SiteSpec, Vote};

@@ -29,7 +29,8 @@ use crate::election::{
 };
 use crate::ids::{NodeName, SiteName, Zone};
 use crate::placement::placement;
-use crate::site::{self, CopyKey, SiteKey, SiteSpec};
+use crate::site::{self, CopyKey, SiteKey, SiteSpec, Vote};
+use crate::vote;
 
 /// Milliseconds on the driver's monotonic clock (any origin).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -118,8 +119,12 @@ pub struct Explain {
     pub pinned: bool,
     /// A migration's hand-over to this copy is under way.
     pub takeover: bool,
-    /// The election over the view, with the promotion quorum.
+    /// The election over the view, with the promotion quorum and the votes.
     pub decision: MasterDecision,
+    /// This node's last vote in the site's election.
+    pub vote: Option<Vote>,
+    /// The votes this node can read for the elected candidate at its epoch.
+    pub votes: usize,
     /// Every live member counted (keeping a master).
     pub quorum: Quorum,
     /// Only members alive for `election_warmup` counted (promoting).
@@ -265,6 +270,10 @@ pub enum Action {
     Demote { site: SiteName, seq: u64 },
     /// Destroy the local copy (its site was deleted). Outcome: `Destroyed`.
     Destroy { site: SiteName },
+    /// Record durably this node's vote in the site's election, for the
+    /// next start ([`Node::restore_votes`]), before it is published (the
+    /// `Publish` of the vote follows this action).
+    PersistVote { site: SiteName, vote: Vote },
     /// Record durably what this copy is, for the next start.
     Persist {
         site: SiteName,
@@ -312,6 +321,8 @@ impl Copy {
 #[derive(Debug, Default)]
 struct SiteView {
     holders: Vec<Holder>,
+    /// The votes of the other members (not left), as their keys arrived.
+    votes: Vec<Vote>,
     spec: Option<SiteSpec>,
     deleted: BTreeSet<u64>,
 }
@@ -322,11 +333,12 @@ struct SiteKeys {
     copy: Option<CopyState>,
     spec: Option<SiteSpec>,
     deleted: Option<u64>,
+    vote: Option<Vote>,
 }
 
 impl SiteKeys {
     fn is_empty(&self) -> bool {
-        self.copy.is_none() && self.spec.is_none() && self.deleted.is_none()
+        self.copy.is_none() && self.spec.is_none() && self.deleted.is_none() && self.vote.is_none()
     }
 }
 
@@ -338,7 +350,10 @@ type Derived = (
 
 fn key_site(k: &SiteKey) -> &SiteName {
     match k {
-        SiteKey::Copy(s, _) | SiteKey::Spec(s, _) | SiteKey::Deleted(s, _) => s,
+        SiteKey::Copy(s, _)
+        | SiteKey::Spec(s, _)
+        | SiteKey::Deleted(s, _)
+        | SiteKey::Vote(s, _) => s,
     }
 }
 
@@ -501,6 +516,9 @@ pub struct Node {
     pinned: BTreeSet<SiteName>,
     /// Members known before a restart (`remember`).
     remembered: BTreeSet<NodeName>,
+    /// This node's last vote in each site's election (durable:
+    /// `Action::PersistVote`, `restore_votes`).
+    votes: BTreeMap<SiteName, Vote>,
     published: BTreeMap<String, String>,
     actions: VecDeque<Action>,
 }
@@ -525,6 +543,7 @@ impl Node {
             tombstones: BTreeMap::new(),
             pinned: BTreeSet::new(),
             remembered: BTreeSet::new(),
+            votes: BTreeMap::new(),
             published: BTreeMap::new(),
             actions: VecDeque::new(),
         }
@@ -539,6 +558,18 @@ impl Node {
     /// before `Event::Start`. For `remember_for` after the start they count
     /// as known members for the quorum guard, so that a restarted master
     /// that sees no one yet does not keep its claim on a majority of one.
+    /// The votes this node cast before a restart (`Action::PersistVote`),
+    /// before `Event::Start`: it never votes again at those epochs, and
+    /// publishes them again.
+    pub fn restore_votes(&mut self, votes: impl IntoIterator<Item = (SiteName, Vote)>) {
+        self.votes.extend(votes);
+    }
+
+    /// This node's last vote in `site`'s election.
+    pub fn vote(&self, site: &SiteName) -> Option<&Vote> {
+        self.votes.get(site)
+    }
+
     pub fn remember(&mut self, members: impl IntoIterator<Item = NodeName>) {
         self.remembered.extend(members);
     }
@@ -587,6 +618,11 @@ impl Node {
                 assert!(!self.started, "Start is sent once");
                 self.started = true;
                 self.started_at = now;
+                for (site, v) in &self.votes {
+                    let (key, value) = (site::vote_key(site), site::encode_vote(v));
+                    self.published.insert(key.clone(), value.clone());
+                    self.actions.push_back(Action::Publish { key, value });
+                }
                 for c in copies {
                     // A writable copy that is not master any more (killed
                     // between stepping down and the `Demote`) is made
@@ -806,7 +842,17 @@ impl Node {
             retry_in_ms: in_ms(c.retry_at),
             pinned: self.pinned.contains(site),
             takeover: c.takeover.is_some(),
-            decision: election::master(site, &sv.holders, promotion),
+            decision: self.decide(site, &sv, promotion),
+            vote: self.votes.get(site).cloned(),
+            votes: match self.decide(site, &sv, promotion) {
+                MasterDecision::Elect { node, epoch } => sv
+                    .votes
+                    .iter()
+                    .chain(self.votes.get(site))
+                    .filter(|v| v.epoch == epoch && v.candidate == node)
+                    .count(),
+                _ => 0,
+            },
             quorum: self.quorum(),
             promotion,
             elections_in_ms: in_ms(elections),
@@ -992,6 +1038,12 @@ impl Node {
             if let Some(id) = k.deleted {
                 sv.deleted.insert(id);
             }
+            if let Some(v) = &k.vote
+                && *node != self.cfg.name
+                && !m.left
+            {
+                sv.votes.push(v.clone());
+            }
         }
         let best_spec = best_spec.cloned();
         if let Some(c) = self.copies.get(site)
@@ -1072,6 +1124,7 @@ impl Node {
                     SiteKey::Copy(_, ck) => entry.copy = Some(ck.state()),
                     SiteKey::Spec(_, spec) => entry.spec = Some(spec.clone()),
                     SiteKey::Deleted(_, id) => entry.deleted = Some(*id),
+                    SiteKey::Vote(_, v) => entry.vote = Some(v.clone()),
                 }
             }
         }
@@ -1132,7 +1185,16 @@ impl Node {
         let sv = self.site_view(site);
         let me = self.cfg.name.clone();
         let now = self.now;
-        let decision = election::master(site, &sv.holders, promotion);
+        let decision = self.decide(site, &sv, promotion);
+        // No vote within the start's grace either: a node that just
+        // started sees a part of the cluster, and would spend epochs on
+        // candidates the others do not see.
+        if self.cfg.quorum_guard
+            && now >= self.started_at.plus(self.cfg.election_grace)
+            && let MasterDecision::Elect { node, epoch } = &decision
+        {
+            self.cast_vote(site, *epoch, node);
+        }
 
         let Some(c) = self.copies.get(site) else {
             // No copy here: take one if placement wants this node and a
@@ -1308,7 +1370,8 @@ impl Node {
                 MasterDecision::Elect { node, epoch }
                     if node == me
                         && now >= self.started_at.plus(self.cfg.election_grace)
-                        && now >= self.membership_changed.plus(self.cfg.election_settle) =>
+                        && now >= self.membership_changed.plus(self.cfg.election_settle)
+                        && self.won(site, &sv, epoch, promotion.known_members) =>
                 {
                     let c = self.copies.get_mut(site).expect("checked above");
                     c.role = Role::Master;
@@ -1367,6 +1430,54 @@ impl Node {
                 }
             }
         }
+    }
+
+    /// The election over the site's view, with the votes: a candidate runs
+    /// for an epoch no other candidate has votes in ([`vote::epoch_to_run`]).
+    fn decide(&self, site: &SiteName, sv: &SiteView, quorum: Quorum) -> MasterDecision {
+        match election::master(site, &sv.holders, quorum) {
+            MasterDecision::Elect { node, epoch } if self.cfg.quorum_guard => {
+                let votes = sv.votes.iter().chain(self.votes.get(site));
+                let epoch = vote::epoch_to_run(epoch, &node, votes);
+                MasterDecision::Elect { node, epoch }
+            }
+            d => d,
+        }
+    }
+
+    /// Votes for `candidate` at `epoch` unless this node voted at that
+    /// epoch or above already: kept on disk, then published.
+    fn cast_vote(&mut self, site: &SiteName, epoch: Epoch, candidate: &NodeName) {
+        let last = self.votes.get(site);
+        let repeat = last.is_some_and(|v| v.epoch == epoch && &v.candidate == candidate);
+        if repeat || !vote::may_vote(last, epoch, candidate) {
+            return;
+        }
+        let vote = Vote {
+            epoch,
+            candidate: candidate.clone(),
+        };
+        self.votes.insert(site.clone(), vote.clone());
+        self.actions.push_back(Action::PersistVote {
+            site: site.clone(),
+            vote: vote.clone(),
+        });
+        let (key, value) = (site::vote_key(site), site::encode_vote(&vote));
+        self.published.insert(key.clone(), value.clone());
+        self.actions.push_back(Action::Publish { key, value });
+    }
+
+    /// Whether this node holds a strict majority of `known` members' votes
+    /// for itself at `epoch` (always, with the quorum guard off: a minority
+    /// may elect then).
+    fn won(&self, site: &SiteName, sv: &SiteView, epoch: Epoch, known: usize) -> bool {
+        !self.cfg.quorum_guard
+            || vote::has_majority(
+                sv.votes.iter().chain(self.votes.get(site)),
+                epoch,
+                &self.cfg.name,
+                known,
+            )
     }
 
     /// Diffs the keys this node should publish about `sites` against what
@@ -1489,6 +1600,21 @@ mod tests {
             spec_id: 7,
         }
     }
+    /// `voter`'s vote for `candidate` at `epoch`, among its keys in `v`.
+    fn add_vote(v: &mut View, voter: &str, epoch: u64, candidate: &str) {
+        v.members
+            .get_mut(&n(voter))
+            .expect("a member")
+            .keys
+            .push(SiteKey::Vote(
+                s("blog"),
+                Vote {
+                    epoch: Epoch(epoch),
+                    candidate: n(candidate),
+                },
+            ));
+    }
+
     fn demotes(acts: &[Action], site: &str) -> bool {
         acts.iter()
             .any(|a| matches!(a, Action::Demote { site: x, .. } if *x == s(site)))
@@ -1723,6 +1849,77 @@ mod tests {
     }
 
     #[test]
+    fn a_candidate_promotes_only_with_a_majority_of_votes_it_can_read() {
+        // Found by the simulator (seeds 150 and 175 of the site sweep): a
+        // node that could hear the others' heartbeats but not their keys (a
+        // one-way partition) saw every holder alive and no newer claim,
+        // elected itself at the epoch the rest had just given to another
+        // node, and acknowledged writes there: two masters at one epoch.
+        let mut b = started("b", vec![blog_copy(Role::Replica, 1, vec![head(5)], 3)]);
+        let mut v = master_view(false);
+        b.handle(Time(1), Event::View(v.clone()));
+        assert!(drain(&mut b).is_empty(), "no vote within the start's grace");
+        b.handle(Time(20_000), Event::Tick);
+        let acts = drain(&mut b);
+        // b votes for itself (kept on disk first, then published) ...
+        let vote = Vote {
+            epoch: Epoch(2),
+            candidate: n("b"),
+        };
+        let persist = acts.iter().position(|x| {
+            *x == Action::PersistVote {
+                site: s("blog"),
+                vote: vote.clone(),
+            }
+        });
+        let publish = acts.iter().position(|x| {
+            *x == Action::Publish {
+                key: site::vote_key(&s("blog")),
+                value: site::encode_vote(&vote),
+            }
+        });
+        assert!(persist.is_some() && persist < publish, "{acts:?}");
+        // ... but one vote of three is no majority: no promotion, however
+        // long it waits, while c's vote does not arrive.
+        assert!(!acts.iter().any(|x| matches!(x, Action::Promote { .. })));
+        assert_eq!(b.copy(&s("blog")).map(|c| c.0), Some(Role::Replica));
+        // c's vote for another candidate at epoch 2 spends that epoch: b
+        // runs at 3, and does not vote again at 2.
+        add_vote(&mut v, "c", 2, "a");
+        b.handle(Time(21_000), Event::View(v.clone()));
+        let acts = drain(&mut b);
+        assert!(
+            acts.contains(&Action::PersistVote {
+                site: s("blog"),
+                vote: Vote {
+                    epoch: Epoch(3),
+                    candidate: n("b")
+                }
+            }),
+            "{acts:?}"
+        );
+        assert!(!acts.iter().any(|x| matches!(x, Action::Promote { .. })));
+        // c votes for b at 3: two of three, b promotes at 3.
+        v.members.get_mut(&n("c")).expect("c").keys.pop();
+        add_vote(&mut v, "c", 3, "b");
+        b.handle(Time(22_000), Event::View(v));
+        assert!(drain(&mut b).contains(&Action::Promote {
+            site: s("blog"),
+            epoch: Epoch(3)
+        }));
+        // A vote survives a restart: restored, published again, and never
+        // cast at a lower epoch.
+        let mut again = Node::new(NodeConfig::new(n("b")));
+        again.restore_votes([(s("blog"), vote.clone())]);
+        again.handle(Time(0), Event::Start(vec![]));
+        assert!(drain(&mut again).contains(&Action::Publish {
+            key: site::vote_key(&s("blog")),
+            value: site::encode_vote(&vote),
+        }));
+        assert_eq!(again.vote(&s("blog")), Some(&vote));
+    }
+
+    #[test]
     fn a_past_retry_time_does_not_hide_a_member_turning_warm() {
         // Found by the 50-round fault test: a replica whose pull had failed
         // once (its failure count stays until a transfer works) lost its
@@ -1752,6 +1949,7 @@ mod tests {
         b.handle(Time(20_000), Event::View(v.clone()));
         drain(&mut b);
         v.members.get_mut(&n("c")).expect("c").alive = true;
+        add_vote(&mut v, "c", 2, "b");
         b.handle(Time(30_000), Event::View(v.clone()));
         drain(&mut b);
         let cfg = NodeConfig::new(n("b"));
@@ -1853,6 +2051,7 @@ mod tests {
         let mut v = master_view(false);
         v.members.get_mut(&n("c")).expect("c").keys =
             vec![SiteKey::Copy(s("blog"), copy_key(Role::Replica, 1, 4))];
+        add_vote(&mut v, "c", 2, "b");
         // After the election grace that follows a start, once the live set
         // has been still for the settle time, and once c (needed for the
         // quorum) has been alive for the warm-up.
@@ -1863,12 +2062,12 @@ mod tests {
         assert_eq!(b.poll_timeout(), Some(Time(10_001)));
         b.handle(Time(10_001), Event::Tick);
         let acts = drain(&mut b);
-        assert_eq!(
-            acts[0],
-            Action::Promote {
+        assert!(
+            acts.contains(&Action::Promote {
                 site: s("blog"),
                 epoch: Epoch(2)
-            }
+            }),
+            "{acts:?}"
         );
         // Without quorum (only b alive of a, b, c), nothing is promoted.
         let mut lonely = started("b", vec![local(5)]);
@@ -1988,6 +2187,8 @@ mod tests {
         v.members.get_mut(&n("b")).expect("b").alive = true;
         v.members.get_mut(&n("a")).expect("a").keys =
             vec![SiteKey::Copy(s("blog"), copy_key(Role::Replica, 1, 5))];
+        // b votes for a at epoch 2 (as its own election names a).
+        add_vote(&mut v, "b", 2, "a");
         a.handle(Time(21_000), Event::View(v));
         assert!(drain(&mut a).is_empty(), "not before the settle time");
         // Settled at 21 s + the settle time, but b counts for a promotion
@@ -2155,6 +2356,7 @@ mod tests {
         b.handle(Time(1), Event::View(v.clone()));
         drain(&mut b);
         v.members.get_mut(&n("a")).expect("a").alive = false;
+        add_vote(&mut v, "c", 2, "b");
         b.handle(Time(12_000), Event::View(v.clone()));
         assert!(
             !drain(&mut b)

@@ -6,6 +6,8 @@
 //! - `site:<name>` → [`CopyKey`] as JSON: what the writing node holds.
 //! - `spec:<name>` → [`SiteSpec`] as JSON: written by the site's master.
 //! - `deleted:<name>` → the deleted incarnation's spec id (decimal).
+//! - `vote:<name>` → [`Vote`] as JSON: the writing node's vote in the
+//!   site's election, durable before it is published.
 
 use std::fmt;
 use std::str::FromStr;
@@ -13,7 +15,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::election::{CopyState, Epoch, Head, Role};
-use crate::ids::{InvalidName, SiteName};
+use crate::ids::{InvalidName, NodeName, SiteName};
 
 /// A domain a site answers to: a DNS name, or `*.` and a DNS name (a
 /// wildcard matching exactly one more label). Stored lowercase, without a
@@ -169,6 +171,28 @@ mod guid_string {
 pub const SITE_PREFIX: &str = "site:";
 pub const SPEC_PREFIX: &str = "spec:";
 pub const DELETED_PREFIX: &str = "deleted:";
+pub const VOTE_PREFIX: &str = "vote:";
+
+/// The value of a `vote:<name>` key: the node that wrote it votes for
+/// `candidate` to be master at `epoch`. A node votes at most once per epoch
+/// of a site (its vote is kept on disk before it is published) and only
+/// for a higher epoch than its last vote, so two candidates cannot both
+/// collect a majority for one epoch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Vote {
+    pub epoch: Epoch,
+    #[serde(rename = "for")]
+    pub candidate: NodeName,
+}
+
+pub fn vote_key(site: &SiteName) -> String {
+    format!("{VOTE_PREFIX}{site}")
+}
+
+pub fn encode_vote(v: &Vote) -> String {
+    serde_json::to_string(v).expect("a Vote always serializes")
+}
 
 pub fn site_key(site: &SiteName) -> String {
     format!("{SITE_PREFIX}{site}")
@@ -189,6 +213,7 @@ pub enum SiteKey {
     Copy(SiteName, CopyKey),
     Spec(SiteName, SiteSpec),
     Deleted(SiteName, u64),
+    Vote(SiteName, Vote),
 }
 
 /// Parses a gossiped key/value about a site; `None` for other keys and for
@@ -208,6 +233,12 @@ pub fn parse_site_key(key: &str, value: &str) -> Option<SiteKey> {
     if let Some(name) = key.strip_prefix(DELETED_PREFIX) {
         let site = name.parse().ok()?;
         return value.parse().ok().map(|id| SiteKey::Deleted(site, id));
+    }
+    if let Some(name) = key.strip_prefix(VOTE_PREFIX) {
+        let site = name.parse().ok()?;
+        return serde_json::from_str(value)
+            .ok()
+            .map(|v| SiteKey::Vote(site, v));
     }
     None
 }
@@ -276,7 +307,20 @@ mod tests {
         assert_eq!(parse_site_key("spec:other", &encode_spec(&spec)), None);
         assert_eq!(
             parse_site_key(&deleted_key(&site), "9"),
-            Some(SiteKey::Deleted(site, 9))
+            Some(SiteKey::Deleted(site.clone(), 9))
+        );
+        let vote = Vote {
+            epoch: Epoch(4),
+            candidate: "n2".parse().expect("name"),
+        };
+        assert_eq!(encode_vote(&vote), r#"{"epoch":4,"for":"n2"}"#);
+        assert_eq!(
+            parse_site_key(&vote_key(&site), &encode_vote(&vote)),
+            Some(SiteKey::Vote(site.clone(), vote))
+        );
+        assert_eq!(
+            parse_site_key("vote:blog", r#"{"epoch":4,"for":"-x"}"#),
+            None
         );
         assert_eq!(parse_site_key("node:zone", "a"), None);
         assert_eq!(parse_site_key("site:blog", "{garbage"), None);

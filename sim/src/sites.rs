@@ -60,10 +60,15 @@ pub enum Broken {
     /// A diverged replica receives with a blind rollback: `Stash` destroys
     /// the diverged snapshots instead of keeping them.
     BlindRollback,
+    /// A candidate promotes without a majority's votes: the view the
+    /// simulator feeds each model shows every other member voting as the
+    /// node itself last voted, so a candidate needs only to see a majority
+    /// alive (the rule before votes).
+    NoVotes,
 }
 
 impl Broken {
-    pub const ALL: [Broken; 2] = [Broken::IgnoreEpochs, Broken::BlindRollback];
+    pub const ALL: [Broken; 3] = [Broken::IgnoreEpochs, Broken::BlindRollback, Broken::NoVotes];
 }
 
 impl FromStr for Broken {
@@ -72,7 +77,10 @@ impl FromStr for Broken {
         match s {
             "ignore-epochs" => Ok(Broken::IgnoreEpochs),
             "blind-rollback" => Ok(Broken::BlindRollback),
-            _ => bail!("unknown broken variant '{s}': expected ignore-epochs or blind-rollback"),
+            "no-votes" => Ok(Broken::NoVotes),
+            _ => bail!(
+                "unknown broken variant '{s}': expected ignore-epochs, blind-rollback or no-votes"
+            ),
         }
     }
 }
@@ -82,6 +90,7 @@ impl fmt::Display for Broken {
         f.write_str(match self {
             Broken::IgnoreEpochs => "ignore-epochs",
             Broken::BlindRollback => "blind-rollback",
+            Broken::NoVotes => "no-votes",
         })
     }
 }
@@ -252,6 +261,8 @@ struct Disk {
     /// The members the node knew (`Node::known_members`), as the daemon
     /// keeps them in sites.json.
     members: BTreeSet<NodeName>,
+    /// The node's last vote per site, as the daemon keeps them.
+    votes: BTreeMap<SiteName, model::Vote>,
     /// Logical bytes written since the newest snapshot, per site.
     dirty_bytes: BTreeMap<SiteName, u64>,
 }
@@ -414,6 +425,7 @@ impl SiteLayer {
                         store: MemStore::new(stores.next_u64()),
                         persisted: BTreeMap::new(),
                         members: BTreeSet::new(),
+                        votes: BTreeMap::new(),
                         dirty_bytes: BTreeMap::new(),
                     },
                     mem: None,
@@ -593,6 +605,7 @@ impl SiteLayer {
         }
         let mut node = Node::new(cfg);
         node.remember(disk.members.iter().cloned());
+        node.restore_votes(disk.votes.clone());
         node.handle(ms(now), Event::Start(copies));
         self.nodes[i].mem = Some(Mem {
             generation,
@@ -683,6 +696,24 @@ impl SiteLayer {
         let me = self.nodes[i].name.clone();
         let broken = self.settings.broken;
         let mem = self.nodes[i].mem.as_mut().expect("a running node");
+        if broken == Some(Broken::NoVotes) {
+            let mut view = std::mem::take(&mut mem.view);
+            let mine: Vec<SiteKey> = self
+                .specs
+                .iter()
+                .filter_map(|spec| {
+                    let v = mem.node.vote(&spec.name)?;
+                    Some(SiteKey::Vote(spec.name.clone(), v.clone()))
+                })
+                .collect();
+            for (name, m) in &mut view.members {
+                if *name != me {
+                    m.keys.retain(|k| !matches!(k, SiteKey::Vote(..)));
+                    m.keys.extend(mine.iter().cloned());
+                }
+            }
+            return view;
+        }
         if broken != Some(Broken::IgnoreEpochs) {
             return std::mem::take(&mut mem.view);
         }
@@ -924,6 +955,16 @@ impl SiteLayer {
                 if let Some(h) = nodes[i].chitchat() {
                     h.chitchat().lock().await.self_node_state().delete(&key);
                 }
+            }
+            Action::PersistVote { site, vote } => {
+                Self::trace(
+                    world,
+                    format_args!(
+                        "site {name} vote {site} e{} for {}",
+                        vote.epoch, vote.candidate
+                    ),
+                );
+                self.nodes[i].disk.votes.insert(site, vote);
             }
             Action::Persist { site, role, epoch } => {
                 self.nodes[i].disk.persisted.insert(site, (role, epoch));
