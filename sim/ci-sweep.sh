@@ -4,25 +4,20 @@
 # and exits non-zero on any broken invariant, after printing SIM_SEED=<n>
 # and the command that replays it.
 #
-#   sim/ci-sweep.sh          CI: 200 seeds × 20 nodes × 10 simulated minutes,
-#                            crashes, partitions and 1–5% loss episodes, gossip
-#                            only (≈ 2.6 s of CPU per seed: ≈ 4.5 min on 2
-#                            cores)
-#   sim/ci-sweep.sh sites-ci the site sweep meant to replace it: 200 seeds ×
-#                            20 nodes × 20 sites × 90 simulated seconds,
-#                            every node running model::Node over a simulated
-#                            disk, clients writing 10/s, one fault every 12 s
-#                            (8 min 7 s of CPU for the 200 seeds, 2.4 s per
-#                            seed: ≈ 4 min on 2 idle cores; 15.6 min of wall
-#                            time measured at a load average of 5–12).
-#                            Not in CI yet, 3 of 200 seeds fail: 150 and 175
-#                            elect two masters at one epoch across a one-way
-#                            partition (side a hears side b's heartbeats in
-#                            its gossip digests, never its keys; 175 fails
-#                            with the old 3 s election_settle too), 159 keeps
-#                            a node that crashed during a partition live in
-#                            one view for > 14 s after the heal (chitchat
-#                            re-learns it and restarts its detector window)
+#   sim/ci-sweep.sh          CI: the site sweep, 200 seeds × 20 nodes × 20
+#                            sites × 90 simulated seconds, every node running
+#                            model::Node over a simulated disk, clients
+#                            writing 10/s, one fault every 12 s on average:
+#                            crashes, partitions (two-way, and one-way in
+#                            either direction), bridges (two sides cut apart,
+#                            a few nodes hearing both) and 1–5% loss episodes.
+#                            8 min 24 s of CPU, 4 min 12 s of wall time on 2
+#                            idle cores (1157 faults; failover p50 2.82 s)
+#   sim/ci-sweep.sh sites-ci the same (its name before it became CI's)
+#   sim/ci-sweep.sh gossip   200 seeds × 20 nodes × 10 simulated minutes,
+#                            membership only, the same fault kinds (≈ 2.6 s of
+#                            CPU per seed: ≈ 4.5 min on 2 cores); CI's sweep
+#                            until the site sweep replaced it
 #   sim/ci-sweep.sh sites    40 seeds × 20 nodes × 20 sites × 2 simulated
 #                            minutes, one fault every 15 s (≈ 3 s of CPU per
 #                            seed)
@@ -49,7 +44,7 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 mode="ci"
-if [[ "${1:-}" =~ ^(ci|sites-ci|long|sites|sites-full)$ ]]; then
+if [[ "${1:-}" =~ ^(ci|sites-ci|gossip|long|sites|sites-full)$ ]]; then
     mode="$1"
     shift
 fi
@@ -60,21 +55,20 @@ sim="$target_dir/release/ringhost-sim"
 jobs="$(nproc)"
 
 case "$mode" in
-    ci)
-        # One fault every 15 s on average: ≈ 15 crashes, 14 partitions and
-        # 8 loss episodes per seed.
-        args=(--seeds 1..=200 --nodes 20 --sites 0 --duration 10m
-              --faults crash,partition,loss --fault-gap 15s)
-        ;;
-    sites-ci)
-        # One fault every 12 s on average: ≈ 7 per seed (crashes,
-        # partitions, loss episodes).
+    ci | sites-ci)
+        # One fault every 12 s on average: ≈ 7 per seed.
         args=(--seeds 1..=200 --nodes 20 --sites 20 --write-rate 10
-              --duration 90s --faults crash,partition,loss --fault-gap 12s)
+              --duration 90s --faults crash,partition,bridge,loss --fault-gap 12s)
+        ;;
+    gossip)
+        # One fault every 15 s on average: ≈ 15 crashes, 14 partitions and
+        # bridges, 8 loss episodes per seed.
+        args=(--seeds 1..=200 --nodes 20 --sites 0 --duration 10m
+              --faults crash,partition,bridge,loss --fault-gap 15s)
         ;;
     sites)
         args=(--seeds 1..=40 --nodes 20 --sites 20 --write-rate 10
-              --duration 2m --faults crash,partition,loss --fault-gap 15s)
+              --duration 2m --faults crash,partition,bridge,loss --fault-gap 15s)
         ;;
     sites-full)
         args=(--seeds 1..=200 --nodes 20 --sites 200 --duration 10m

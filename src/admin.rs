@@ -357,8 +357,18 @@ fn render_table(st: &Status) -> String {
         .iter()
         .filter(|m| m.state == MemberState::Alive.to_string())
         .count();
+    let joining = st
+        .members
+        .iter()
+        .filter(|m| m.state == MemberState::Joining.to_string())
+        .count();
+    let joining = if joining > 0 {
+        format!(", {joining} joining")
+    } else {
+        String::new()
+    };
     let mut out = format!(
-        "cluster {} seen from {} (* = this node): {} of {} members alive\n",
+        "cluster {} seen from {} (* = this node): {} of {} members alive{joining}\n",
         st.cluster,
         st.node,
         alive,

@@ -816,8 +816,15 @@ async fn run(
         ms: ms(paused),
     });
 
-    // 4. The target pulls the last delta, claims the next epoch, serves.
-    let next = epoch.next();
+    // 4. The target pulls the last delta, claims the epoch this node votes
+    // for it in (the next free one) once a majority followed, serves.
+    let next = match sites.hand_over(site.clone(), to.clone()).await {
+        Ok(e) => e,
+        Err(e) => {
+            resume(sites, site, to).await;
+            return Err(format!("hand-over to {to} failed: {e}"));
+        }
+    };
     let take = Request::MigrateTakeOver {
         site: site.clone(),
         epoch: next.0,

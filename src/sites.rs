@@ -53,6 +53,9 @@ enum Cmd {
     Migration(MigrationEvent),
     /// What the model says of the local copy (`site show`).
     Explain(SiteName, oneshot::Sender<Option<model::Explain>>),
+    /// A migration's hand-over: vote for the target, answer the epoch it
+    /// is to claim (`model::Node::hand_over`).
+    HandOver(SiteName, NodeName, oneshot::Sender<Result<Epoch, String>>),
 }
 
 /// The model events of a live migration, as the driver takes them.
@@ -352,6 +355,13 @@ impl Sites {
     /// Snapshots the master copy now; resolves with that snapshot.
     pub async fn flush(&self, site: SiteName) -> Result<Head, String> {
         self.call(|tx| Cmd::Flush(site, tx)).await?
+    }
+
+    /// A live migration's hand-over to `to`: this node, the site's
+    /// master, votes for `to` at the next free epoch and answers it; `to`
+    /// claims it once a majority followed that vote.
+    pub async fn hand_over(&self, site: SiteName, to: NodeName) -> Result<Epoch, String> {
+        self.call(|tx| Cmd::HandOver(site, to, tx)).await?
     }
 
     pub async fn migration(&self, ev: MigrationEvent) -> Result<(), String> {
@@ -771,6 +781,11 @@ impl Driver {
             Cmd::Explain(site, reply) => {
                 let _ = reply.send(self.node.explain(&site, now));
             }
+            Cmd::HandOver(site, to, reply) => {
+                // The vote is kept, then published, by the actions drained
+                // after this command.
+                let _ = reply.send(self.node.hand_over(&site, &to));
+            }
             Cmd::Done(site, outcome) => {
                 // Waiters are answered after the actions this outcome
                 // causes ran, so that what they are told is already
@@ -851,6 +866,7 @@ impl Driver {
                 self.sites.gossip.set(&key, &value).await
             }
             Action::PersistVote { site, vote } => {
+                info!(%site, epoch = %vote.epoch, candidate = %vote.candidate, "vote cast");
                 let key = model::site::vote_key(&site);
                 self.persisted.votes.insert(site, vote);
                 if let Err(e) = self.save() {

@@ -18,7 +18,7 @@ mod tls;
 mod transport;
 mod udp;
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -61,14 +61,24 @@ pub struct MeshConfig {
 #[serde(rename_all = "lowercase")]
 pub enum MemberState {
     Alive,
+    /// Known (its state arrived through another member) but not heard from
+    /// directly yet, for at most `JOINING_FOR` after this node learnt of it:
+    /// a member that just started, not a dead one. Not alive for any
+    /// decision.
+    Joining,
     Dead,
     Left,
 }
+
+/// How long a member this node has never seen alive counts as joining
+/// before it counts as dead.
+pub const JOINING_FOR: Duration = Duration::from_secs(10);
 
 impl std::fmt::Display for MemberState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             MemberState::Alive => "alive",
+            MemberState::Joining => "joining",
             MemberState::Dead => "dead",
             MemberState::Left => "left",
         })
@@ -322,6 +332,7 @@ async fn refresh_view(
     tx: watch::Sender<ClusterView>,
 ) {
     let mut warned: HashSet<(SocketAddr, String)> = HashSet::new();
+    let mut seen = Seen::default();
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -332,7 +343,7 @@ async fn refresh_view(
         let mut unverified = Vec::new();
         let view = {
             let c = chitchat.lock().await;
-            build_view(&c, &mesh.names, &me, &mut unverified)
+            build_view(&c, &mesh.names, &me, &mut seen, &mut unverified)
         };
         for (addr, claimed, presented) in unverified {
             match presented {
@@ -376,15 +387,40 @@ async fn refresh_view(
     }
 }
 
+/// What this node has seen of each member generation: when it learnt of
+/// it, and whether it ever saw it alive (to tell joining from dead).
+#[derive(Default)]
+struct Seen {
+    first: HashMap<ChitchatId, tokio::time::Instant>,
+    live: HashSet<ChitchatId>,
+}
+
+impl Seen {
+    /// The state of a member that is neither alive nor gone.
+    fn not_alive(&mut self, id: &ChitchatId, now: tokio::time::Instant) -> MemberState {
+        let first = *self.first.entry(id.clone()).or_insert(now);
+        if self.live.contains(id) || now.duration_since(first) >= JOINING_FOR {
+            MemberState::Dead
+        } else {
+            MemberState::Joining
+        }
+    }
+}
+
 /// The view as the chitchat state says, keeping only nodes whose name was
 /// proven by their certificate at their gossiped address.
 fn build_view(
     c: &chitchat::Chitchat,
     names: &PeerNames,
     me: &NodeName,
+    seen: &mut Seen,
     unverified: &mut Vec<(SocketAddr, String, Option<String>)>,
 ) -> ClusterView {
+    let now = tokio::time::Instant::now();
     let live: HashSet<&ChitchatId> = c.live_nodes().collect();
+    let known: HashSet<&ChitchatId> = c.node_states().keys().collect();
+    seen.first.retain(|id, _| known.contains(id));
+    seen.live.retain(|id| known.contains(id));
     let mut newest: BTreeMap<NodeName, Member> = BTreeMap::new();
     for (id, state) in c.node_states() {
         let Ok(name) = id.node_id.parse::<NodeName>() else {
@@ -409,9 +445,11 @@ fn build_view(
         let member_state = if kv.get(keys::LEFT).map(String::as_str) == Some("1") {
             MemberState::Left
         } else if is_self || live.contains(id) {
+            seen.first.entry(id.clone()).or_insert(now);
+            seen.live.insert(id.clone());
             MemberState::Alive
         } else {
-            MemberState::Dead
+            seen.not_alive(id, now)
         };
         let member = keys::member_from(name.clone(), id, member_state, is_self, kv);
         match newest.get(&name) {
@@ -423,5 +461,31 @@ fn build_view(
     }
     ClusterView {
         members: newest.into_values().collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_member_never_seen_alive_is_joining_for_a_while_then_dead() {
+        let t0 = tokio::time::Instant::now();
+        let addr: SocketAddr = "127.0.0.1:7000".parse().expect("addr");
+        let (new, old) = (
+            ChitchatId::new("n2", 2, addr),
+            ChitchatId::new("n3", 1, addr),
+        );
+        let mut seen = Seen::default();
+        assert_eq!(seen.not_alive(&new, t0), MemberState::Joining);
+        assert_eq!(
+            seen.not_alive(&new, t0 + JOINING_FOR / 2),
+            MemberState::Joining
+        );
+        assert_eq!(seen.not_alive(&new, t0 + JOINING_FOR), MemberState::Dead);
+        // Seen alive once, then not: dead at once.
+        seen.first.insert(old.clone(), t0);
+        seen.live.insert(old.clone());
+        assert_eq!(seen.not_alive(&old, t0), MemberState::Dead);
     }
 }

@@ -22,8 +22,12 @@
 //! 4. The candidates are the live nodes holding a copy that is not diverged
 //!    (a diverged copy is a history the cluster has left; serving it would
 //!    lose the newer one). The newest head (highest `seq`, least data lost)
-//!    wins; equal `seq`s go to the highest rendezvous rank. The winner claims
-//!    `fence + 1`.
+//!    wins; among equal `seq`s the copy with the highest epoch, then the
+//!    highest rendezvous rank. The winner claims `fence + 1`. Equal `seq`s
+//!    at different epochs are two histories: a master that stepped down
+//!    snapshots what it wrote after its last snapshot at its old epoch,
+//!    while the next master may have taken that `seq` already; the newer
+//!    epoch's history is the one the cluster went on with.
 //!
 //! # Invariants
 //!
@@ -69,9 +73,10 @@ impl fmt::Display for Epoch {
 
 /// The newest snapshot of a copy. `seq` only grows, across masters; `guid`
 /// is ZFS's identity of the snapshot and tells apart two snapshots with one
-/// `seq` taken on two sides of a split. Election compares `seq` only: equal
-/// `seq`s with different `guid`s are two histories, and which one survives is
-/// decided by rank, the other being kept as diverged by replication.
+/// `seq` taken on two sides of a split. Election compares `seq`, then the
+/// copy's epoch: equal `seq`s with different `guid`s are two histories, and
+/// which one survives is decided by epoch and rank, the other being kept as
+/// diverged by replication.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Head {
     pub seq: u64,
@@ -206,7 +211,7 @@ pub fn master(site: &SiteName, holders: &[Holder], quorum: Quorum) -> MasterDeci
     holders
         .iter()
         .filter(|h| h.alive && h.copy.role != Role::Diverged)
-        .max_by_key(|h| (h.copy.head.seq, Rank::new(site, &h.node)))
+        .max_by_key(|h| (h.copy.head.seq, h.copy.epoch, Rank::new(site, &h.node)))
         .map_or(MasterDecision::NoCandidate, |h| MasterDecision::Elect {
             node: h.node.clone(),
             epoch,
@@ -413,6 +418,25 @@ mod tests {
     }
 
     #[test]
+    fn equal_seqs_go_to_the_newer_epoch_before_the_rank() {
+        // The simulator's case (site sweep args, --fault-gap 4s, seed 10):
+        // n5, master at epoch 1, is killed; n9 takes over at epoch 2 and
+        // takes snapshot 51, which reaches n3; n9 dies; n5 comes back,
+        // steps down and snapshots its writes after its snapshot 50 as its
+        // own 51. Electing n5 (`old` here) would put epoch 2's acknowledged
+        // writes in a stash; n3 (`new`) holds the newer history. Whichever
+        // ranks higher, `new` wins.
+        for (old, new) in [("a", "b"), ("b", "a")] {
+            check(
+                &format!("{old}+r1@51 {new}+r2@51 c-m2@51"),
+                &format!("elect {new} 3"),
+            );
+        }
+        // A higher seq still wins over a newer epoch.
+        check("a+r1@52 b+r2@51 c-m2@51", "elect a 3");
+    }
+
+    #[test]
     fn quorum_gates_promotion_only() {
         check_q("a-m1@1 b+r1@1", guarded(3, 1), "no quorum");
         check_q("a-m1@1 b+r1@1", guarded(3, 2), "elect b 2");
@@ -533,7 +557,7 @@ mod tests {
                 .filter(|c| c.copy.head.seq == h.copy.head.seq)
             {
                 assert!(
-                    Rank::new(s, node) >= Rank::new(s, &c.node),
+                    (h.copy.epoch, Rank::new(s, node)) >= (c.copy.epoch, Rank::new(s, &c.node)),
                     "tie: {}",
                     ctx()
                 );

@@ -78,6 +78,10 @@ pub struct NodeConfig {
     /// through quiet spells of up to 8 s after the rest of the other side
     /// was seen dead.
     /// Keeping a master (and stepping down) uses the plain live count.
+    /// Zero (off) by default since promotions need a majority's votes: a
+    /// vote is a key, so a member whose state does not arrive gives none,
+    /// however alive its relayed heartbeats make it look; the 10 s it was
+    /// cost every failover that came soon after a restart or a heal.
     pub election_warmup: Duration,
     /// How long after `Event::Start` the members remembered from before
     /// a restart (`Node::remember`) still count as known members, alive or
@@ -98,7 +102,7 @@ impl NodeConfig {
             retry_max: Duration::from_secs(10),
             election_grace: Duration::from_secs(5),
             election_settle: Duration::from_millis(1300),
-            election_warmup: Duration::from_secs(10),
+            election_warmup: Duration::ZERO,
             remember_for: Duration::from_secs(3600),
         }
     }
@@ -323,6 +327,8 @@ struct SiteView {
     holders: Vec<Holder>,
     /// The votes of the other members (not left), as their keys arrived.
     votes: Vec<Vote>,
+    /// The same votes by voter.
+    vote_of: BTreeMap<NodeName, Vote>,
     spec: Option<SiteSpec>,
     deleted: BTreeSet<u64>,
 }
@@ -568,6 +574,43 @@ impl Node {
     /// This node's last vote in `site`'s election.
     pub fn vote(&self, site: &SiteName) -> Option<&Vote> {
         self.votes.get(site)
+    }
+
+    /// A live migration's hand-over, on the master: votes for `to` at the
+    /// epoch after every epoch this node's copy and the votes it can read
+    /// have reached, and returns that epoch, which `to` then claims
+    /// (`Event::TakeOver`) once a majority voted for it there. The vote is
+    /// kept on disk, then published, as every vote (drain the actions).
+    ///
+    /// # Errors
+    ///
+    /// This node is not the site's master, or cannot vote for `to` at that
+    /// epoch.
+    pub fn hand_over(&mut self, site: &SiteName, to: &NodeName) -> Result<Epoch, String> {
+        let Some(c) = self.copies.get(site) else {
+            return Err(format!("this node holds no copy of '{site}'"));
+        };
+        if c.role != Role::Master {
+            return Err(format!("this node's copy of '{site}' is not the master"));
+        }
+        let sv = self.site_view(site);
+        let epoch = sv
+            .votes
+            .iter()
+            .chain(self.votes.get(site))
+            .map(|v| v.epoch)
+            .chain(sv.holders.iter().map(|h| h.copy.epoch))
+            .max()
+            .unwrap_or_default()
+            .max(c.epoch)
+            .next();
+        if self.cfg.quorum_guard {
+            self.cast_vote(site, epoch, to);
+            if self.votes.get(site).is_none_or(|v| v.epoch != epoch) {
+                return Err(format!("could not vote for {to} at epoch {epoch}"));
+            }
+        }
+        Ok(epoch)
     }
 
     pub fn remember(&mut self, members: impl IntoIterator<Item = NodeName>) {
@@ -1043,6 +1086,7 @@ impl Node {
                 && !m.left
             {
                 sv.votes.push(v.clone());
+                sv.vote_of.insert(node.clone(), v.clone());
             }
         }
         let best_spec = best_spec.cloned();
@@ -1195,6 +1239,28 @@ impl Node {
         {
             self.cast_vote(site, *epoch, node);
         }
+        // A live migration: the standing master voted for its successor at
+        // a later epoch (`Node::hand_over`); every node follows that vote,
+        // so the takeover needs a majority as any promotion does, and a
+        // failover candidate cannot win the same epoch.
+        // Not held back by the start's grace: it follows the standing
+        // master's own vote, not this node's partial view.
+        if self.cfg.quorum_guard
+            && let MasterDecision::Keep {
+                node: master,
+                epoch,
+            } = &decision
+            && let Some(v) = sv.vote_of.get(master)
+            && v.epoch > *epoch
+            && v.candidate != *master
+            && sv
+                .holders
+                .iter()
+                .any(|h| h.node == v.candidate && h.alive && h.copy.role != Role::Diverged)
+        {
+            let v = v.clone();
+            self.cast_vote(site, v.epoch, &v.candidate);
+        }
 
         let Some(c) = self.copies.get(site) else {
             // No copy here: take one if placement wants this node and a
@@ -1333,13 +1399,22 @@ impl Node {
             }
             Role::Replica if c.takeover.is_some() => {
                 // A migration hands the site over: catch up with the old
-                // master's final snapshot, then claim the next epoch, with
-                // no election (the old master is paused, waiting for it).
+                // master's final snapshot, then claim the epoch the old
+                // master voted for this node in (the old master is paused,
+                // waiting for it) once a majority voted so too.
                 let t = c.takeover.clone().expect("checked above");
                 let fenced = sv.holders.iter().any(|h| h.copy.epoch >= t.epoch);
+                let expired = now > t.until || fenced || c.epoch >= t.epoch;
+                if !expired && self.cfg.quorum_guard {
+                    self.cast_vote(site, t.epoch, &me);
+                }
+                let won = self.won(site, &sv, t.epoch, promotion.known_members);
                 let c = self.copies.get_mut(site).expect("checked above");
-                if now > t.until || fenced || c.epoch >= t.epoch {
+                if expired {
                     c.takeover = None;
+                } else if c.chain.contains(&t.head) && !won {
+                    // Holds the final snapshot; the votes are on their way
+                    // (each arrival re-plans the site).
                 } else if c.chain.contains(&t.head) {
                     // It holds the final snapshot (and maybe a later one
                     // of the same master: the old master may snapshot
@@ -1635,10 +1710,17 @@ mod tests {
         }
     }
     fn started(name: &str, copies: Vec<LocalCopy>) -> Node {
-        let mut node = Node::new(NodeConfig::new(n(name)));
+        started_with(NodeConfig::new(n(name)), copies)
+    }
+    fn started_with(cfg: NodeConfig, copies: Vec<LocalCopy>) -> Node {
+        let mut node = Node::new(cfg);
         node.handle(Time(0), Event::Start(copies));
         drain(&mut node);
         node
+    }
+    fn promotes(acts: &[Action], site: &str) -> bool {
+        acts.iter()
+            .any(|a| matches!(a, Action::Promote { site: x, .. } if x.as_str() == site))
     }
 
     #[test]
@@ -1926,8 +2008,14 @@ mod tests {
         // master to a partition; after the heal it waited for the others
         // to turn warm, but `poll_timeout` returned the past retry time,
         // filtered it out, and asked for nothing: the site stayed without
-        // a master for good.
-        let mut b = started("b", vec![blog_copy(Role::Replica, 1, vec![head(5)], 3)]);
+        // a master for good. (The warm-up is off by default since votes;
+        // the setting and its timer remain.)
+        let mut cfg = NodeConfig::new(n("b"));
+        cfg.election_warmup = Duration::from_secs(10);
+        let mut b = started_with(
+            cfg.clone(),
+            vec![blog_copy(Role::Replica, 1, vec![head(5)], 3)],
+        );
         let mut v = master_view(true);
         v.members.insert(n("b"), member(true, vec![]));
         b.handle(Time(6000), Event::View(v.clone()));
@@ -1952,7 +2040,6 @@ mod tests {
         add_vote(&mut v, "c", 2, "b");
         b.handle(Time(30_000), Event::View(v.clone()));
         drain(&mut b);
-        let cfg = NodeConfig::new(n("b"));
         let settled = Time(30_000).plus(cfg.election_settle);
         assert_eq!(b.poll_timeout(), Some(settled));
         b.handle(settled, Event::Tick);
@@ -2052,15 +2139,14 @@ mod tests {
         v.members.get_mut(&n("c")).expect("c").keys =
             vec![SiteKey::Copy(s("blog"), copy_key(Role::Replica, 1, 4))];
         add_vote(&mut v, "c", 2, "b");
-        // After the election grace that follows a start, once the live set
-        // has been still for the settle time, and once c (needed for the
-        // quorum) has been alive for the warm-up.
+        // After the election grace that follows a start (5 s), once the
+        // live set has been still for the settle time (1.3 s after 1 ms).
         b.handle(Time(1), Event::View(v.clone()));
         assert!(drain(&mut b).is_empty());
+        assert_eq!(b.poll_timeout(), Some(Time(5000)));
+        b.handle(Time(4999), Event::Tick);
+        assert!(!promotes(&drain(&mut b), "blog"), "not within the grace");
         b.handle(Time(5000), Event::Tick);
-        assert!(drain(&mut b).is_empty(), "c is not warm yet");
-        assert_eq!(b.poll_timeout(), Some(Time(10_001)));
-        b.handle(Time(10_001), Event::Tick);
         let acts = drain(&mut b);
         assert!(
             acts.contains(&Action::Promote {
@@ -2190,15 +2276,14 @@ mod tests {
         // b votes for a at epoch 2 (as its own election names a).
         add_vote(&mut v, "b", 2, "a");
         a.handle(Time(21_000), Event::View(v));
-        assert!(drain(&mut a).is_empty(), "not before the settle time");
-        // Settled at 21 s + the settle time, but b counts for a promotion
-        // only once it has been alive for the warm-up.
+        assert!(
+            !promotes(&drain(&mut a), "blog"),
+            "not before the settle time"
+        );
+        // Settled at 21 s + the settle time.
         let settled = Time(21_000).plus(NodeConfig::new(n("a")).election_settle);
         assert_eq!(a.poll_timeout(), Some(settled));
         a.handle(settled, Event::Tick);
-        assert!(drain(&mut a).is_empty(), "b is not warm yet");
-        assert_eq!(a.poll_timeout(), Some(Time(31_000)));
-        a.handle(Time(31_000), Event::Tick);
         assert!(drain(&mut a).contains(&Action::Promote {
             site: s("blog"),
             epoch: Epoch(2)
@@ -2401,7 +2486,20 @@ mod tests {
         );
         v.members.insert(n("b"), member(true, vec![]));
         v.members.insert(n("c"), member(true, vec![]));
+        // a hands the site over to b at epoch 2 (`Node::hand_over`).
+        add_vote(&mut v, "a", 2, "b");
         v
+    }
+    /// The actions but the votes (their keeping and publishing).
+    fn drain_but_votes(node: &mut Node) -> Vec<Action> {
+        drain(node)
+            .into_iter()
+            .filter(|a| match a {
+                Action::PersistVote { .. } => false,
+                Action::Publish { key, .. } => !key.starts_with("vote:"),
+                _ => true,
+            })
+            .collect()
     }
 
     #[test]
@@ -2421,7 +2519,8 @@ mod tests {
         );
         drain(&mut b);
         // The old master's final snapshot is 6: pulled from it, then the
-        // claim of epoch 2 at once (no election, no settle time).
+        // claim of epoch 2 at once (no settle time), a majority having
+        // voted for b there (a, which handed over, and b itself).
         b.handle(
             Time(4),
             Event::TakeOver {
@@ -2432,7 +2531,7 @@ mod tests {
                 until: Time(10_000),
             },
         );
-        assert_eq!(drain(&mut b), vec![pull]);
+        assert_eq!(drain_but_votes(&mut b), vec![pull]);
         b.handle(
             Time(5),
             Event::Done(
@@ -2455,6 +2554,75 @@ mod tests {
     }
 
     #[test]
+    fn a_hand_over_goes_through_the_votes_like_any_promotion() {
+        let replica = || blog_copy(Role::Replica, 1, vec![head(5)], 3);
+        let mut v = master_view(true);
+        for r in ["b", "c"] {
+            v.members.get_mut(&n(r)).expect("replica").keys =
+                vec![SiteKey::Copy(s("blog"), copy_key(Role::Replica, 1, 5))];
+        }
+        // Only the master hands over.
+        let mut r = started("c", vec![replica()]);
+        r.handle(Time(6000), Event::View(v.clone()));
+        drain(&mut r);
+        assert!(r.hand_over(&s("blog"), &n("b")).is_err());
+        let mut a = started("a", vec![blog_copy(Role::Master, 1, vec![head(5)], 3)]);
+        a.handle(Time(6000), Event::View(v.clone()));
+        drain(&mut a);
+        assert_eq!(a.hand_over(&s("blog"), &n("b")), Ok(Epoch(2)));
+        let vote = Vote {
+            epoch: Epoch(2),
+            candidate: n("b"),
+        };
+        assert_eq!(
+            drain(&mut a)[0],
+            Action::PersistVote {
+                site: s("blog"),
+                vote: vote.clone()
+            }
+        );
+        // It voted at 2: a second hand-over picks 3.
+        assert_eq!(a.hand_over(&s("blog"), &n("c")), Ok(Epoch(3)));
+        drain(&mut a);
+
+        // A replica follows the standing master's vote.
+        add_vote(&mut v, "a", 2, "b");
+        let mut c = started("c", vec![replica()]);
+        c.handle(Time(6000), Event::View(v.clone()));
+        assert!(
+            drain(&mut c).contains(&Action::PersistVote {
+                site: s("blog"),
+                vote: vote.clone()
+            }),
+            "c votes for b at 2"
+        );
+        assert_eq!(c.vote(&s("blog")), Some(&vote));
+
+        // The target claims epoch 2 only with a majority: its own vote and
+        // a's make two of three; its own alone is not enough.
+        let take = Event::TakeOver {
+            site: s("blog"),
+            from: n("a"),
+            epoch: Epoch(2),
+            head: head(5),
+            until: Time(20_000),
+        };
+        let mut lone = started("b", vec![replica()]);
+        lone.handle(Time(6000), Event::View(master_view(true)));
+        drain(&mut lone);
+        lone.handle(Time(6001), take.clone());
+        let acts = drain(&mut lone);
+        assert!(!promotes(&acts, "blog"), "one vote of three: {acts:?}");
+        let mut b = started("b", vec![replica()]);
+        b.handle(Time(6000), Event::View(v));
+        drain(&mut b);
+        b.handle(Time(6001), take);
+        let acts = drain(&mut b);
+        assert!(promotes(&acts, "blog"), "{acts:?}");
+        assert_eq!(b.copy(&s("blog")).map(|c| c.1), Some(Epoch(2)));
+    }
+
+    #[test]
     fn a_takeover_past_its_deadline_or_fenced_is_dropped() {
         for (until, fence) in [(Time(4), 1), (Time(10_000), 2)] {
             let mut b = started(
@@ -2473,7 +2641,11 @@ mod tests {
                     until,
                 },
             );
-            assert_eq!(drain(&mut b).len(), 1, "the pull of the final snapshot");
+            assert_eq!(
+                drain_but_votes(&mut b).len(),
+                1,
+                "the pull of the final snapshot"
+            );
             if fence > 1 {
                 // Meanwhile another node claimed epoch 2 (a failover).
                 let mut v = one_copy_view();
@@ -2519,7 +2691,7 @@ mod tests {
             site: s("blog"),
             from: n("a"),
         };
-        assert_eq!(drain(&mut b), vec![pull]);
+        assert_eq!(drain_but_votes(&mut b), vec![pull]);
         // The old master snapshotted once more after its final snapshot
         // (a change it noticed late): the pull brings both.
         b.handle(
@@ -2557,7 +2729,9 @@ mod tests {
         v.members.get_mut(&n("a")).expect("a").keys[0] =
             SiteKey::Copy(s("blog"), copy_key(Role::Master, 1, 6));
         b.handle(Time(1), Event::View(v));
-        assert_eq!(drain(&mut b), vec![pull.clone()]);
+        // (b follows a's hand-over vote at once, even in its start's grace:
+        // it is the standing master's own vote.)
+        assert_eq!(drain_but_votes(&mut b), vec![pull.clone()]);
         // Pulls fail (the master's node restarting, a transfer cut): the
         // backoff grows to its ceiling.
         // Ticks at each time asked for until the pull is retried: when.
@@ -2565,7 +2739,7 @@ mod tests {
             loop {
                 let t = b.poll_timeout().expect("a retry time");
                 b.handle(t, Event::Tick);
-                let acts = drain(b);
+                let acts = drain_but_votes(b);
                 if !acts.is_empty() {
                     assert_eq!(acts, vec![pull.clone()]);
                     return t.0;
@@ -2620,7 +2794,7 @@ mod tests {
                 until: Time(t + 20_000),
             },
         );
-        assert_eq!(drain(&mut b), vec![pull.clone()]);
+        assert_eq!(drain_but_votes(&mut b), vec![pull.clone()]);
         b.handle(
             Time(t + 5),
             Event::Done(

@@ -37,8 +37,12 @@ pub struct Faults {
     pub crash: bool,
     /// Shut a node down for good.
     pub leave: bool,
-    /// Cut the nodes into two sides, both ways or one way.
+    /// Cut the nodes into two sides: both ways, or one way in either
+    /// direction (the smaller side unheard, or the smaller side deaf).
     pub partition: bool,
+    /// Cut two sides apart both ways while a few bridge nodes keep
+    /// talking to both (A hears B, B hears C, A does not hear C).
+    pub bridge: bool,
     /// Lose a share of all messages for a while.
     pub loss: bool,
 }
@@ -48,18 +52,19 @@ impl Faults {
         crash: true,
         leave: true,
         partition: true,
+        bridge: true,
         loss: true,
     };
 
     pub fn any(&self) -> bool {
-        self.crash || self.leave || self.partition || self.loss
+        self.crash || self.leave || self.partition || self.bridge || self.loss
     }
 }
 
 impl FromStr for Faults {
     type Err = anyhow::Error;
 
-    /// `crash,partition,loss,leave`, `all` or `none`.
+    /// `crash,partition,bridge,loss,leave`, `all` or `none`.
     fn from_str(s: &str) -> anyhow::Result<Self> {
         let mut faults = Faults::default();
         for word in s.split(',').map(str::trim).filter(|w| !w.is_empty()) {
@@ -67,11 +72,12 @@ impl FromStr for Faults {
                 "crash" => faults.crash = true,
                 "leave" => faults.leave = true,
                 "partition" => faults.partition = true,
+                "bridge" => faults.bridge = true,
                 "loss" => faults.loss = true,
                 "all" => faults = Faults::ALL,
                 "none" => {}
                 other => bail!(
-                    "unknown fault '{other}': expected crash, leave, partition, loss, all or none"
+                    "unknown fault '{other}': expected crash, leave, partition, bridge, loss, all or none"
                 ),
             }
         }
@@ -84,6 +90,7 @@ impl fmt::Display for Faults {
         let names: Vec<&str> = [
             (self.crash, "crash"),
             (self.partition, "partition"),
+            (self.bridge, "bridge"),
             (self.loss, "loss"),
             (self.leave, "leave"),
         ]
@@ -205,13 +212,17 @@ pub struct FaultCounts {
     pub restarts: u64,
     pub leaves: u64,
     pub partitions: u64,
-    pub one_way_partitions: u64,
+    /// Of `partitions`: one-way, the smaller side unheard by the rest.
+    pub unheard_partitions: u64,
+    /// Of `partitions`: one-way, the smaller side deaf to the rest.
+    pub deaf_partitions: u64,
+    pub bridges: u64,
     pub loss_episodes: u64,
 }
 
 impl FaultCounts {
     pub fn total(&self) -> u64 {
-        self.crashes + self.leaves + self.partitions + self.loss_episodes
+        self.crashes + self.leaves + self.partitions + self.bridges + self.loss_episodes
     }
 }
 
@@ -572,6 +583,27 @@ impl Simulation {
         lock(&self.world).members.fault_event(at, disturbed, heal);
     }
 
+    /// The node indices in a random order (Fisher–Yates).
+    fn shuffled(&mut self) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..self.nodes.len()).collect();
+        for i in (1..order.len()).rev() {
+            order.swap(i, self.rng.index(i + 1));
+        }
+        order
+    }
+
+    /// Starts a partition (one at a time; [`Action::Heal`] ends it).
+    fn cut(&mut self, cut: Cut) {
+        {
+            let mut world = lock(&self.world);
+            world.net.cuts.push(cut);
+            world.cuts_changed();
+        }
+        self.partitioned = true;
+        let now = self.now();
+        self.sites.on_partition(now, true);
+    }
+
     /// Injects one fault of an enabled kind that is possible now.
     async fn inject(&mut self) {
         let faults = self.config.faults;
@@ -594,6 +626,9 @@ impl Simulation {
         }
         if faults.partition && !self.partitioned && self.nodes.len() > 1 {
             kinds.push("partition");
+        }
+        if faults.bridge && !self.partitioned && self.nodes.len() > 2 {
+            kinds.push("bridge");
         }
         if faults.loss && !self.lossy {
             kinds.push("loss");
@@ -632,37 +667,64 @@ impl Simulation {
                 self.fault_event(false);
             }
             "partition" => {
-                let mut order: Vec<usize> = (0..self.nodes.len()).collect();
-                // Fisher–Yates: the first `size` nodes form side a.
-                for i in (1..order.len()).rev() {
-                    order.swap(i, self.rng.index(i + 1));
-                }
+                let order = self.shuffled();
                 let size = 1 + self.rng.index(self.nodes.len() / 2);
-                let one_way = self.rng.chance(0.3);
-                let mut side_a: Vec<usize> = order[..size].to_vec();
-                side_a.sort_unstable();
-                let cut = Cut {
-                    a: side_a.iter().map(|&i| node_ip(i)).collect(),
-                    b: order[size..].iter().map(|&i| node_ip(i)).collect(),
-                    one_way,
+                // Half two-way; the rest one-way, in either direction.
+                let (one_way, deaf) = match self.rng.index(4) {
+                    0 | 1 => (false, false),
+                    2 => (true, false),
+                    _ => (true, true),
                 };
-                {
-                    let mut world = lock(&self.world);
-                    world.net.cuts.push(cut);
-                    world.cuts_changed();
-                }
-                self.partitioned = true;
-                let now = self.now();
-                self.sites.on_partition(now, true);
+                let small: Vec<usize> = sorted(&order[..size]);
+                let rest: Vec<usize> = sorted(&order[size..]);
+                // A one-way cut drops what side a sends to side b.
+                let (a, b) = if deaf {
+                    (&rest, &small)
+                } else {
+                    (&small, &rest)
+                };
+                self.cut(Cut {
+                    a: a.iter().map(|&i| node_ip(i)).collect(),
+                    b: b.iter().map(|&i| node_ip(i)).collect(),
+                    one_way,
+                });
                 self.counts.partitions += 1;
-                if one_way {
-                    self.counts.one_way_partitions += 1;
-                }
-                let names: Vec<String> = side_a.iter().map(|&i| format!("n{i}")).collect();
+                let how = match (one_way, deaf) {
+                    (false, _) => "two-way",
+                    (true, false) => {
+                        self.counts.unheard_partitions += 1;
+                        "one-way unheard"
+                    }
+                    (true, true) => {
+                        self.counts.deaf_partitions += 1;
+                        "one-way deaf"
+                    }
+                };
+                self.trace(format_args!("partition {how} [{}] | rest", names(&small)));
+                let end = self.fault_end();
+                self.schedule(end, Action::Heal);
+                self.fault_event(false);
+            }
+            "bridge" => {
+                let order = self.shuffled();
+                let n = self.nodes.len();
+                // One to a fifth of the nodes bridge; the rest split in two.
+                let bridge = 1 + self.rng.index((n / 5).max(1));
+                let rest = n - bridge;
+                let size = 1 + self.rng.index((rest / 2).max(1));
+                let via = sorted(&order[..bridge]);
+                let side_a = sorted(&order[bridge..bridge + size]);
+                let side_c = sorted(&order[bridge + size..]);
+                self.cut(Cut {
+                    a: side_a.iter().map(|&i| node_ip(i)).collect(),
+                    b: side_c.iter().map(|&i| node_ip(i)).collect(),
+                    one_way: false,
+                });
+                self.counts.bridges += 1;
                 self.trace(format_args!(
-                    "partition {} [{}] | rest",
-                    if one_way { "one-way" } else { "two-way" },
-                    names.join(" ")
+                    "bridge [{}] | [{}] | rest",
+                    names(&via),
+                    names(&side_a)
                 ));
                 let end = self.fault_end();
                 self.schedule(end, Action::Heal);
@@ -682,4 +744,19 @@ impl Simulation {
             _ => unreachable!("kinds holds only the names matched above"),
         }
     }
+}
+
+fn sorted(nodes: &[usize]) -> Vec<usize> {
+    let mut v = nodes.to_vec();
+    v.sort_unstable();
+    v
+}
+
+/// `n3 n7 …` for a trace line.
+fn names(nodes: &[usize]) -> String {
+    nodes
+        .iter()
+        .map(|i| format!("n{i}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }

@@ -155,6 +155,21 @@ impl Bed {
         assert!(out.status.success(), "site push: {out:?}");
         let all: Vec<usize> = (0..self.len()).collect();
         self.wait_served(&all, Duration::from_secs(30));
+        // The push is on every copy before a test's faults begin: a fault
+        // right after the push would otherwise elect a replica that holds
+        // only the empty site (the push is acknowledged once snapshotted on
+        // the master, and replicated after).
+        let copies = usize::from(replicas.parse::<u8>().unwrap_or(1));
+        wait_for("the push on every copy", Duration::from_secs(30), || {
+            let v = self.show(0)?;
+            let heads: Vec<&str> = v["copies"]
+                .as_array()?
+                .iter()
+                .filter_map(|c| c["head"]["guid"].as_str())
+                .collect();
+            let first = *heads.first()?;
+            (heads.len() >= copies && heads.iter().all(|h| *h == first)).then_some(())
+        });
     }
 
     /// Waits until every host in `ks` answers 200 for the site; returns the

@@ -190,6 +190,40 @@ impl Net {
         }
     }
 
+    /// Cuts one direction only: packets sent by a host in `from` to a host
+    /// in `to` are dropped (on the way out of the sender, and again on the
+    /// way into the receiver); packets from `to` to `from` pass. So `to`
+    /// cannot hear `from`, while `from` still hears `to`. Replaces any
+    /// earlier cut, as [`Net::partition`] does; [`Net::heal`] removes it.
+    /// A connection-oriented exchange (a QUIC handshake, a TCP connection)
+    /// between the two sides soon fails both ways, since one direction's
+    /// acknowledgements are dropped: what still arrives is what `to` sends
+    /// to `from` before its connection gives up waiting for an answer.
+    pub fn partition_one_way(&self, from: &[usize], to: &[usize]) {
+        self.heal();
+        let mut cut = self.cut.lock().expect("cut list");
+        for &k in from {
+            let ns = self.ns(k);
+            for &j in to.iter().filter(|&&j| j != k) {
+                let ip = self.ip(j).to_string();
+                sh(&[
+                    "ip", "netns", "exec", &ns, "iptables", "-A", "OUTPUT", "-d", &ip, "-j", "DROP",
+                ]);
+            }
+            cut.push(k);
+        }
+        for &j in to {
+            let ns = self.ns(j);
+            for &k in from.iter().filter(|&&k| k != j) {
+                let ip = self.ip(k).to_string();
+                sh(&[
+                    "ip", "netns", "exec", &ns, "iptables", "-A", "INPUT", "-s", &ip, "-j", "DROP",
+                ]);
+            }
+            cut.push(j);
+        }
+    }
+
     /// Removes every partition.
     pub fn heal(&self) {
         let mut cut = self.cut.lock().expect("cut list");

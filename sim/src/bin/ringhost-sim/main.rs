@@ -383,8 +383,15 @@ fn print_report(out: &mut impl Write, report: &Report, wall: Duration) -> io::Re
     )?;
     writeln!(
         out,
-        "faults           crash {}, restart {}, leave {}, partition {} ({} one-way), loss {}",
-        f.crashes, f.restarts, f.leaves, f.partitions, f.one_way_partitions, f.loss_episodes
+        "faults           crash {}, restart {}, leave {}, partition {} ({} one-way unheard, {} one-way deaf), bridge {}, loss {}",
+        f.crashes,
+        f.restarts,
+        f.leaves,
+        f.partitions,
+        f.unheard_partitions,
+        f.deaf_partitions,
+        f.bridges,
+        f.loss_episodes
     )?;
     writeln!(
         out,
