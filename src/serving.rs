@@ -600,9 +600,29 @@ impl Manager {
             .filter(|s| !keep.contains(s))
             .cloned()
             .collect();
+        let waiting: BTreeMap<SiteName, Vec<tokio::sync::oneshot::Sender<()>>> =
+            std::mem::take(
+                &mut *self
+                    .sites
+                    .quiesce
+                    .lock()
+                    .expect("quiesce lock is never poisoned"),
+            );
         for site in gone {
             info!(%site, "no longer this site's master: stopping its runtime");
-            self.stop_runtime(&site, false).await;
+            // A master stepping down waits for its command to be gone.
+            self.stop_runtime(&site, waiting.contains_key(&site)).await;
+        }
+        for (site, waiters) in waiting {
+            if self.runtimes.contains_key(&site) {
+                // Kept (a fenced node keeps its commands for the heal),
+                // but the copy steps down: the command stops now.
+                info!(%site, "stepping down: stopping the site's command");
+                self.stop_runtime(&site, true).await;
+            }
+            for w in waiters {
+                let _ = w.send(());
+            }
         }
         self.mounts.retain(|s, _| specs.contains_key(s));
         self.frozen_at.retain(|s, _| frozen.contains_key(s));

@@ -126,6 +126,10 @@ pub struct Sites {
     /// finished). A claim alone is not enough: serving a copy while its
     /// promotion remounts it would write beside the dataset.
     pub serving_ready: Arc<Mutex<std::collections::BTreeSet<SiteName>>>,
+    /// Sites whose command a stepping-down master waits to see stopped,
+    /// with the waiters: the serving side answers once no command of the
+    /// site runs here (see [`Sites::quiesce`]).
+    pub quiesce: Arc<Mutex<BTreeMap<SiteName, Vec<tokio::sync::oneshot::Sender<()>>>>>,
     /// Migrations this node started or relays, by site.
     pub migrations: Arc<Mutex<BTreeMap<SiteName, crate::migrate::Log>>>,
     /// The members this node knows, those remembered from before a restart
@@ -146,6 +150,9 @@ impl std::fmt::Debug for Sites {
             .finish_non_exhaustive()
     }
 }
+
+/// How long a stepping-down master waits for its site's command to stop.
+const QUIESCE_WAIT: Duration = Duration::from_secs(15);
 
 /// How often the driver logs why a site it holds has no master.
 const UNSERVED_REPORT: Duration = Duration::from_secs(5);
@@ -278,6 +285,7 @@ impl Sites {
             frozen: Arc::default(),
             wake_serving: Arc::default(),
             serving_ready: Arc::default(),
+            quiesce: Arc::default(),
             migrations: Arc::default(),
             known: Arc::default(),
             history: Arc::new(Mutex::new(
@@ -396,6 +404,27 @@ impl Sites {
             }
         }
         self.wake_serving.notify_one();
+    }
+
+    /// Waits until no command of `site` runs on this node (the site must
+    /// no longer be ready: the serving side stops its command and starts
+    /// none). A master stepping down snapshots what it holds only after
+    /// this: a command still running would go on acknowledging writes
+    /// after that snapshot, and zfs-fuse keeps a mounted dataset writable
+    /// after `readonly=on`. Gives up after `QUIESCE_WAIT` (no serving side
+    /// runs, or it is stuck) and says so.
+    pub async fn quiesce(&self, site: &SiteName) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.quiesce
+            .lock()
+            .expect("quiesce lock is never poisoned")
+            .entry(site.clone())
+            .or_default()
+            .push(tx);
+        self.wake_serving.notify_one();
+        if tokio::time::timeout(QUIESCE_WAIT, rx).await.is_err() {
+            warn!(%site, "the site's command was not seen stopped; snapshotting anyway");
+        }
     }
 
     /// Whether the local master copy of `site` may be served.
@@ -967,9 +996,12 @@ impl Driver {
             Action::Demote { site, seq } => {
                 info!(%site, "stepping down to replica");
                 self.sites.ready(&site, false);
+                let sites = self.sites.clone();
                 self.spawn_op(site.clone(), async move {
-                    // Read-only first: nothing is acknowledged after the
-                    // snapshot that keeps what was.
+                    // The command stopped and the copy read-only first:
+                    // nothing is acknowledged after the snapshot that
+                    // keeps what was.
+                    sites.quiesce(&site).await;
                     let r = blocking(move || {
                         store.set_readonly(&site)?;
                         let snap = store.snapshot_changes(&site, seq)?;

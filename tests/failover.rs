@@ -13,7 +13,9 @@ mod common;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::bed::{Attempt, Bed, Load, Verdict, check_history, name, parse_claim};
+use common::bed::{
+    Attempt, Bed, DOMAIN, Load, Verdict, check_history, curl_at, name, parse_claim,
+};
 use common::netns::netns_available;
 use common::{env_or, wait_for, zfs_available};
 
@@ -241,6 +243,78 @@ fn with_the_quorum_guard_off_both_sides_serve_a_split_and_the_heal_stashes_the_d
     );
     assert!(v.holes.is_empty(), "{v:?}");
     assert!(v.lost.is_empty(), "nothing is destroyed: {v:?}");
+}
+
+/// A write already inside the master's site command when the master is
+/// cut off alone: the master steps down (its copy becomes a replica at the
+/// snapshot of what it held) and only then may the command finish the
+/// write. A master that stepped down acknowledges nothing: its command is
+/// stopped before that snapshot, so the write is refused, never
+/// acknowledged after the snapshot and then rolled away by the heal.
+#[test]
+fn a_write_inside_the_command_when_the_master_steps_down_is_not_acknowledged() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !can_run("inflight") {
+        return;
+    }
+    let bed = Bed::start("fo-inflight", 3, &[]);
+    bed.create_history_site(3);
+    let all: Vec<usize> = (0..3).collect();
+    let (old, epoch0) = bed.wait_served(&all, Duration::from_secs(10));
+    let m = all
+        .iter()
+        .copied()
+        .find(|&k| name(k) == old)
+        .expect("the master is a host");
+    let others: Vec<usize> = all.iter().copied().filter(|&k| k != m).collect();
+    let flag = bed.env.path().join("release-the-write");
+    let id: u64 = 9_000_001;
+    let ip = bed.net.ip(m);
+    let path = format!("/w/{id}?until={}", flag.display());
+    let write = std::thread::spawn(move || curl_at(ip, DOMAIN, &["-X", "POST", "-m", "120"], &path));
+    // The write waits inside the command; a plain one shows the command
+    // takes writes.
+    sleep(Duration::from_secs(1));
+    let (status, body) = bed.curl(m, &["-X", "POST"], "/w/9000000");
+    assert_eq!(status, 200, "a plain write before the split: {body}");
+
+    bed.net.partition(&[&[m], &others]);
+    let cut = Instant::now();
+    wait_for("the cut-off master to step down", Duration::from_secs(30), || {
+        let v = bed.show(m)?;
+        let copy = v["copies"]
+            .as_array()?
+            .iter()
+            .find(|c| c["node"].as_str() == Some(old.as_str()))?
+            .clone();
+        (copy["role"].as_str() == Some("replica")).then_some(())
+    });
+    let stepped_down = cut.elapsed();
+    std::fs::write(&flag, b"go").expect("write the flag");
+    let (status, body) = write.join().expect("the write's thread");
+    let (new, epoch1) = wait_new_master(&bed, &others, &old, epoch0, Duration::from_secs(20));
+
+    bed.net.heal();
+    bed.wait_served(&all, Duration::from_secs(30));
+    sleep(Duration::from_secs(3));
+    let found = bed.found_writes(0);
+    eprintln!(
+        "inflight: {old}@{epoch0} stepped down {:.2} s after the cut, {new}@{epoch1} took over; the held write answered {status} {:?}; found: {:?}",
+        stepped_down.as_secs_f64(),
+        body.trim(),
+        found.get(&id)
+    );
+    assert!(
+        found.contains_key(&9_000_000),
+        "the plain write before the split survives: {found:?}"
+    );
+    assert_ne!(
+        status,
+        200,
+        "a master that had stepped down acknowledged a write ({body:?}); kept: {:?}\n{}",
+        found.get(&id),
+        bed.locate(&[id])
+    );
 }
 
 /// A master killed with writes it acknowledged after its last snapshot
