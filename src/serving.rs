@@ -600,14 +600,13 @@ impl Manager {
             .filter(|s| !keep.contains(s))
             .cloned()
             .collect();
-        let waiting: BTreeMap<SiteName, Vec<tokio::sync::oneshot::Sender<()>>> =
-            std::mem::take(
-                &mut *self
-                    .sites
-                    .quiesce
-                    .lock()
-                    .expect("quiesce lock is never poisoned"),
-            );
+        let waiting: BTreeMap<SiteName, Vec<tokio::sync::oneshot::Sender<()>>> = std::mem::take(
+            &mut *self
+                .sites
+                .quiesce
+                .lock()
+                .expect("quiesce lock is never poisoned"),
+        );
         for site in gone {
             info!(%site, "no longer this site's master: stopping its runtime");
             // A master stepping down waits for its command to be gone.

@@ -13,9 +13,7 @@ mod common;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::bed::{
-    Attempt, Bed, DOMAIN, Load, Verdict, check_history, curl_at, name, parse_claim,
-};
+use common::bed::{Attempt, Bed, DOMAIN, Load, Verdict, check_history, curl_at, name, parse_claim};
 use common::netns::netns_available;
 use common::{env_or, wait_for, zfs_available};
 
@@ -271,7 +269,8 @@ fn a_write_inside_the_command_when_the_master_steps_down_is_not_acknowledged() {
     let id: u64 = 9_000_001;
     let ip = bed.net.ip(m);
     let path = format!("/w/{id}?until={}", flag.display());
-    let write = std::thread::spawn(move || curl_at(ip, DOMAIN, &["-X", "POST", "-m", "120"], &path));
+    let write =
+        std::thread::spawn(move || curl_at(ip, DOMAIN, &["-X", "POST", "-m", "120"], &path));
     // The write waits inside the command; a plain one shows the command
     // takes writes.
     sleep(Duration::from_secs(1));
@@ -280,15 +279,19 @@ fn a_write_inside_the_command_when_the_master_steps_down_is_not_acknowledged() {
 
     bed.net.partition(&[&[m], &others]);
     let cut = Instant::now();
-    wait_for("the cut-off master to step down", Duration::from_secs(30), || {
-        let v = bed.show(m)?;
-        let copy = v["copies"]
-            .as_array()?
-            .iter()
-            .find(|c| c["node"].as_str() == Some(old.as_str()))?
-            .clone();
-        (copy["role"].as_str() == Some("replica")).then_some(())
-    });
+    wait_for(
+        "the cut-off master to step down",
+        Duration::from_secs(30),
+        || {
+            let v = bed.show(m)?;
+            let copy = v["copies"]
+                .as_array()?
+                .iter()
+                .find(|c| c["node"].as_str() == Some(old.as_str()))?
+                .clone();
+            (copy["role"].as_str() == Some("replica")).then_some(())
+        },
+    );
     let stepped_down = cut.elapsed();
     std::fs::write(&flag, b"go").expect("write the flag");
     let (status, body) = write.join().expect("the write's thread");
