@@ -144,12 +144,7 @@ fn a_master_cut_off_in_a_minority_answers_503_while_the_majority_takes_over_and_
     // The old master follows the new one again (its divergence, if any,
     // stashed first).
     wait_for("the old master to follow", Duration::from_secs(30), || {
-        let v = bed.show(m)?;
-        let copy = v["copies"]
-            .as_array()?
-            .iter()
-            .find(|c| c["node"].as_str() == Some(old.as_str()))?
-            .clone();
+        let copy = bed.copy_of(m, old.as_str())?;
         (copy["role"].as_str() == Some("replica") && copy["epoch"].as_u64() >= Some(epoch1))
             .then_some(())
     });
@@ -283,12 +278,7 @@ fn a_write_inside_the_command_when_the_master_steps_down_is_not_acknowledged() {
         "the cut-off master to step down",
         Duration::from_secs(30),
         || {
-            let v = bed.show(m)?;
-            let copy = v["copies"]
-                .as_array()?
-                .iter()
-                .find(|c| c["node"].as_str() == Some(old.as_str()))?
-                .clone();
+            let copy = bed.copy_of(m, old.as_str())?;
             (copy["role"].as_str() == Some("replica")).then_some(())
         },
     );

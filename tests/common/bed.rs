@@ -225,6 +225,16 @@ impl Bed {
             .flatten()
     }
 
+    /// `node`'s copy of the site as `site show` through host `k` lists it.
+    pub fn copy_of(&self, k: usize, node: &str) -> Option<Value> {
+        let v = self.show(k)?;
+        v["copies"]
+            .as_array()?
+            .iter()
+            .find(|c| c["node"].as_str() == Some(node))
+            .cloned()
+    }
+
     /// The host of the site's master, as host k's node reports it.
     pub fn master_host(&self, k: usize) -> Option<usize> {
         let v = self.show(k)?;
