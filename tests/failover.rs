@@ -10,6 +10,7 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -97,6 +98,22 @@ fn claim(v: &Verdict, epoch: u64) -> Option<(Duration, Duration)> {
 
 fn report(test: &str, attempts: &[Attempt], v: &Verdict) {
     eprintln!("{test}: {} writes sent; {}", attempts.len(), v.summary());
+    // Which master acknowledged the lost writes, and when (seconds into
+    // the load): the claim whose end they fall into names the path.
+    let mut by: BTreeMap<String, (usize, f64, f64)> = BTreeMap::new();
+    for a in attempts.iter().filter(|a| v.lost.contains(&a.id)) {
+        let key =
+            a.by.as_ref()
+                .map_or_else(|| "?".to_owned(), |(n, e)| format!("{n}@{e}"));
+        let t = a.done.as_secs_f64();
+        let e = by.entry(key).or_insert((0, t, t));
+        e.0 += 1;
+        e.1 = e.1.min(t);
+        e.2 = e.2.max(t);
+    }
+    for (claim, (n, first, last)) in by {
+        eprintln!("{test}: {n} lost writes acknowledged by {claim} at {first:.2}-{last:.2} s");
+    }
 }
 
 #[test]

@@ -559,6 +559,20 @@ impl SnapshotStore for MemStore {
         Ok(())
     }
 
+    fn read_stash_file(&self, stash: &Stash, path: &Path) -> Result<Vec<u8>> {
+        check_rel_path(&stash.site, path)?;
+        let inner = self.lock();
+        inner
+            .stashes
+            .get(&stash.name)
+            .and_then(|s| s.ds.live.get(path))
+            .map(|d| d.to_vec())
+            .ok_or_else(|| Error::NoSuchFile {
+                site: stash.site.clone(),
+                path: format!("{} in stash {}", path.display(), stash.name),
+            })
+    }
+
     fn read_file(&self, site: &SiteName, path: &Path) -> Result<Vec<u8>> {
         check_rel_path(site, path)?;
         let inner = self.lock();

@@ -136,4 +136,9 @@ pub trait SnapshotStore: Send + Sync {
 
     /// Reads a file inside the site (`path` is relative).
     fn read_file(&self, site: &SiteName, path: &Path) -> Result<Vec<u8>>;
+
+    /// Reads a file of a stash's live copy (`path` is relative), where its
+    /// mountpoint says: a stash that is not mounted is an error, not
+    /// mounted here, so that one left unmounted shows.
+    fn read_stash_file(&self, stash: &Stash, path: &Path) -> Result<Vec<u8>>;
 }

@@ -914,6 +914,85 @@ impl ZfsStore {
             .collect())
     }
 
+    /// Renames a site's copy `ds` to `stash`. On zfs-fuse the rename is
+    /// refused as "busy" while a clone of one of `ds`'s snapshots (an
+    /// earlier stash of the site) is mounted, and it can rename and still
+    /// fail: the clones are unmounted for the rename (they are mounted
+    /// again by [`Self::mount_stashes`]), and a rename that happened is
+    /// done whatever its exit status said.
+    fn rename_to_stash(&self, ds: &str, stash: &str) -> Result<()> {
+        let done = || -> Result<bool> { Ok(!self.cli.exists(ds)? && self.cli.exists(stash)?) };
+        let first = match self.cli.zfs(&["rename", ds, stash]) {
+            Ok(_) => return Ok(()),
+            Err(e) if done()? => {
+                tracing::debug!(error = %e, "zfs rename failed after renaming");
+                return Ok(());
+            }
+            Err(e) => e,
+        };
+        if !first.to_string().contains("busy") {
+            return Err(first);
+        }
+        for clone in self.clones_of(ds)? {
+            self.cli.unmount(&clone)?;
+        }
+        match self.cli.zfs_unbusy(&["rename", ds, stash]) {
+            Ok(_) => Ok(()),
+            Err(_) if done()? => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The datasets cloned from a snapshot of `ds`.
+    fn clones_of(&self, ds: &str) -> Result<Vec<String>> {
+        let prefix = format!("{ds}@");
+        let out = self.cli.zfs(&[
+            "list",
+            "-H",
+            "-o",
+            "name,origin",
+            "-t",
+            "filesystem",
+            "-r",
+            &self.root,
+        ])?;
+        Ok(out
+            .lines()
+            .filter_map(|l| l.split_once('\t'))
+            .filter(|(_, origin)| origin.starts_with(&prefix))
+            .map(|(name, _)| name.to_owned())
+            .collect())
+    }
+
+    /// Mounts every stash that is not mounted, so that its files are
+    /// where `zfs get mountpoint` says. The first failure is returned
+    /// after every stash was tried.
+    fn mount_stashes(&self) -> Result<()> {
+        let parent = format!("{}/stash", self.root);
+        let out = self.cli.zfs(&[
+            "list",
+            "-H",
+            "-o",
+            "name,mounted",
+            "-t",
+            "filesystem",
+            "-d",
+            "1",
+            "-r",
+            &parent,
+        ])?;
+        let mut first = None;
+        for (name, mounted) in out.lines().filter_map(|l| l.split_once('\t')) {
+            if name == parent || mounted == "yes" {
+                continue;
+            }
+            if let Err(e) = self.cli.mount(name) {
+                first.get_or_insert(e);
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+
     fn read_stash(&self, name: &str) -> Result<Option<Stash>> {
         let Some(site) = name.rsplit_once('-').and_then(|(s, _)| s.parse().ok()) else {
             return Ok(None);
@@ -1387,15 +1466,17 @@ impl SnapshotStore for ZfsStore {
         let stash = self.stash_dataset(&name);
         self.set_baseline(&ds, None);
         self.cli.unmount(&ds)?;
-        self.cli.zfs_unbusy(&["rename", &ds, &stash])?;
+        let renamed = self.rename_to_stash(&ds, &stash);
+        // Whatever the rename did, every stash is mounted again after it:
+        // zfs-fuse unmounts the clones of a renamed dataset's snapshots
+        // (earlier stashes of this site) and leaves the renamed one
+        // unmounted.
+        let remounted = self.mount_stashes();
+        renamed?;
+        remounted?;
         // From here on the copy is safe under the stash; make it read-only.
         self.cli.zfs(&["set", "readonly=on", &stash])?;
         self.cli.zfs(&["set", &format!("{RO_PROP}=on"), &stash])?;
-        // Mounted, so that its files can be read where `zfs get mountpoint`
-        // says (a rename leaves it unmounted on some ZFS versions).
-        if let Err(e) = self.cli.mount(&stash) {
-            tracing::warn!(stash = %stash, error = %e, "cannot mount the stash; its data is safe but unmounted");
-        }
         if let Some(common) = common {
             let origin = format!("{stash}@{}", common.name);
             self.cli
@@ -1403,6 +1484,10 @@ impl SnapshotStore for ZfsStore {
                 .map_err(|e| classify(e, &ds))?;
             self.cli.zfs(&["promote", &ds])?;
             self.ensure_mounted(site, &ds)?;
+            // The promote moved the other stashes' origins to `ds`.
+            if let Err(e) = self.mount_stashes() {
+                tracing::warn!(error = %e, "cannot mount every stash; their data is safe but unmounted");
+            }
         }
         self.read_stash(&name)?.ok_or(Error::NoSuchSnapshot {
             site: site.clone(),
@@ -1411,6 +1496,11 @@ impl SnapshotStore for ZfsStore {
     }
 
     fn stashes(&self) -> Result<Vec<Stash>> {
+        // A stash left unmounted (a stash interrupted by a kill, or by
+        // zfs-fuse's rename) is readable again once listed.
+        if let Err(e) = self.mount_stashes() {
+            tracing::warn!(error = %e, "cannot mount every stash; their data is safe but unmounted");
+        }
         let mut out = Vec::new();
         let mut names = self.list_children(&format!("{}/stash", self.root))?;
         names.sort();
@@ -1463,6 +1553,20 @@ impl SnapshotStore for ZfsStore {
             f.sync_all()
         };
         write().map_err(|e| io_error(site, path, "cannot write", e))
+    }
+
+    fn read_stash_file(&self, stash: &Stash, path: &Path) -> Result<Vec<u8>> {
+        check_rel_path(&stash.site, path)?;
+        let ds = self.stash_dataset(&stash.name);
+        let mp = self.cli.get("mountpoint", &ds)?;
+        if !self.cli.mounted(&ds)? {
+            return Err(Error::NotMounted {
+                site: stash.site.clone(),
+                mountpoint: mp,
+            });
+        }
+        std::fs::read(Path::new(&mp).join(path))
+            .map_err(|e| io_error(&stash.site, path, "cannot read", e))
     }
 
     fn read_file(&self, site: &SiteName, path: &Path) -> Result<Vec<u8>> {
