@@ -89,13 +89,19 @@ impl ZfsHarness {
     }
 
     fn try_store(&mut self, size: u64) -> Result<ZfsStore, String> {
+        self.try_store_with(size, "zfs".as_ref())
+    }
+
+    /// As `try_store`, running `zfs_bin` for `zfs`.
+    fn try_store_with(&mut self, size: u64, zfs_bin: &Path) -> Result<ZfsStore, String> {
         let name = format!("rhc{}{}{}", std::process::id(), self.case, self.pools.len());
         let image = self.dir.path().join(format!("{name}.img"));
         let pool = EmbeddedPool::create_or_import("zpool", &name, &image, size)
             .map_err(|e| e.to_string())?;
         self.pools.push(pool);
-        ZfsStore::open(ZfsConfig::new(&name, self.dir.path().join(&name)))
-            .map_err(|e| e.to_string())
+        let mut config = ZfsConfig::new(&name, self.dir.path().join(&name));
+        config.zfs_bin = zfs_bin.to_owned();
+        ZfsStore::open(config).map_err(|e| e.to_string())
     }
 }
 
@@ -591,6 +597,49 @@ conformance!(
     creation_time_is_kept_on_receive,
     full_pool_is_out_of_space,
 );
+
+/// zfs-fuse can rename a dataset and still fail the rename as "busy"
+/// (seen in the fifty-round fault test). A `zfs` that always does so: the
+/// stash still finishes, the site continues at the common snapshot and the
+/// stash, mounted, holds what the copy held (its unsnapshotted write too).
+#[test]
+fn zfs_a_rename_that_happens_and_still_fails_finishes_the_stash() {
+    let Some(mut h) = ZfsHarness::new("renamefail") else {
+        return;
+    };
+    let wrapper = h.dir.path().join("zfs-rename-fails");
+    std::fs::write(
+        &wrapper,
+        "#!/bin/sh\nzfs \"$@\"\nrc=$?\nif [ \"$1\" = rename ] && [ $rc = 0 ]; then\n  echo \"cannot rename '$2': dataset is busy\" >&2\n  exit 1\nfi\nexit $rc\n",
+    )
+    .expect("write the zfs wrapper");
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod the zfs wrapper");
+    let b = h
+        .try_store_with(64 * MIB, &wrapper)
+        .expect("a store behind the wrapper");
+    let s = site("shop");
+    b.create_site(&s).expect("create");
+    b.write_file(&s, p("log"), b"1").expect("write");
+    let s1 = b.snapshot(&s, 1).expect("snapshot");
+    b.write_file(&s, p("log"), b"1 2").expect("write");
+    b.snapshot(&s, 2).expect("snapshot");
+    b.write_file(&s, p("log"), b"1 2 unsnapshotted")
+        .expect("write");
+
+    let stash = b.stash(&s, Some(s1.guid)).expect("the stash finishes");
+    assert_eq!(
+        b.read_stash_file(&stash, p("log")).expect("stash readable"),
+        b"1 2 unsnapshotted"
+    );
+    assert_eq!(guids(&b.snapshots(&s).expect("site")), vec![s1.guid]);
+    assert!(b.is_readonly(&s).expect("readonly"));
+    assert_eq!(b.read_file(&s, p("log")).expect("read"), b"1");
+    assert_eq!(b.stashes().expect("stashes"), vec![stash]);
+}
 
 #[test]
 fn zfs_missing_binary_is_a_clear_error() {
