@@ -914,12 +914,12 @@ impl ZfsStore {
             .collect())
     }
 
-    /// Renames a site's copy `ds` to `stash`. On zfs-fuse the rename is
-    /// refused as "busy" while a clone of one of `ds`'s snapshots (an
+    /// Renames a site's copy `ds` to `stash`. zfs-fuse refuses the rename
+    /// as "busy" now and then while a clone of one of `ds`'s snapshots (an
     /// earlier stash of the site) is mounted, and it can rename and still
-    /// fail: the clones are unmounted for the rename (they are mounted
-    /// again by [`Self::mount_stashes`]), and a rename that happened is
-    /// done whatever its exit status said.
+    /// fail: on "busy" the clones are unmounted for the rename (the
+    /// caller mounts them again with [`Self::mount_stashes`]), and a
+    /// rename that happened is done whatever its exit status said.
     fn rename_to_stash(&self, ds: &str, stash: &str) -> Result<()> {
         let done = || -> Result<bool> { Ok(!self.cli.exists(ds)? && self.cli.exists(stash)?) };
         let first = match self.cli.zfs(&["rename", ds, stash]) {
@@ -1468,9 +1468,8 @@ impl SnapshotStore for ZfsStore {
         self.cli.unmount(&ds)?;
         let renamed = self.rename_to_stash(&ds, &stash);
         // Whatever the rename did, every stash is mounted again after it:
-        // zfs-fuse unmounts the clones of a renamed dataset's snapshots
-        // (earlier stashes of this site) and leaves the renamed one
-        // unmounted.
+        // the renamed copy comes out unmounted (zfs-fuse), and on "busy"
+        // the earlier stashes were unmounted for the rename.
         let remounted = self.mount_stashes();
         renamed?;
         remounted?;
