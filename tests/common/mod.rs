@@ -242,8 +242,9 @@ impl Env {
                     && let Ok(Some(status)) = c.try_wait()
                 {
                     panic!(
-                        "{} exited early ({status}): {}",
+                        "{} exited early ({status}){}: {}",
                         node.name,
+                        zfs_daemon_gone(),
                         std::fs::read_to_string(&node.log).unwrap_or_default()
                     );
                 }
@@ -269,6 +270,27 @@ impl Env {
             nodes.push(self.start(&format!("n{i}"), std::slice::from_ref(&seed), extra));
         }
         nodes
+    }
+}
+
+/// What to add to a failure when ZFS is zfs-fuse and its daemon is gone:
+/// every node's storage went with it, whatever the node did (seen once in
+/// the fifty-round fault test: the daemon died with SIGABRT answers to
+/// the `zfs` calls in flight; the restarted node could not import its
+/// pool).
+fn zfs_daemon_gone() -> &'static str {
+    let installed = Command::new("sh")
+        .args(["-c", "command -v zfs-fuse"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let running = Command::new("pgrep")
+        .args(["-x", "zfs-fuse"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if installed && !running {
+        " (the zfs-fuse daemon is not running: it died during the test, and every node's storage with it)"
+    } else {
+        ""
     }
 }
 
