@@ -378,9 +378,15 @@ impl Drop for Env {
     fn drop(&mut self) {
         self.destroy_pools();
         // RINGHOST_TEST_KEEP_LOGS=DIR keeps every node's log, for reading
-        // a passing run (a benchmark's timings at debug level, say).
+        // a passing run (a benchmark's timings at debug level, say), in
+        // DIR/<test name>/: tests that run at once name their nodes alike.
         if let Some(keep) = std::env::var_os("RINGHOST_TEST_KEEP_LOGS") {
-            let keep = PathBuf::from(keep);
+            let mut keep = PathBuf::from(keep);
+            if let Some(test) = std::thread::current().name()
+                && test != "main"
+            {
+                keep.push(test.replace([':', '/'], "_"));
+            }
             let _ = std::fs::create_dir_all(&keep);
             for e in std::fs::read_dir(self.tmp.path())
                 .into_iter()
