@@ -993,6 +993,14 @@ impl ZfsStore {
         first.map_or(Ok(()), Err)
     }
 
+    /// [`Self::mount_stashes`], for the places where a mount that fails
+    /// must not stop the work: it is said, and tried again at the next.
+    fn remount_stashes(&self) {
+        if let Err(e) = self.mount_stashes() {
+            tracing::warn!(error = %e, "cannot mount every stash; their data is safe but unmounted");
+        }
+    }
+
     fn read_stash(&self, name: &str) -> Result<Option<Stash>> {
         let Some(site) = name.rsplit_once('-').and_then(|(s, _)| s.parse().ok()) else {
             return Ok(None);
@@ -1469,10 +1477,12 @@ impl SnapshotStore for ZfsStore {
         let renamed = self.rename_to_stash(&ds, &stash);
         // Whatever the rename did, every stash is mounted again after it:
         // the renamed copy comes out unmounted (zfs-fuse), and on "busy"
-        // the earlier stashes were unmounted for the rename.
-        let remounted = self.mount_stashes();
+        // the earlier stashes were unmounted for the rename. A mount that
+        // fails does not stop the stash half-way (the copy is under the
+        // stash already): `stashes()`, which runs after every stash, tries
+        // again.
+        self.remount_stashes();
         renamed?;
-        remounted?;
         // From here on the copy is safe under the stash; make it read-only.
         self.cli.zfs(&["set", "readonly=on", &stash])?;
         self.cli.zfs(&["set", &format!("{RO_PROP}=on"), &stash])?;
@@ -1484,9 +1494,7 @@ impl SnapshotStore for ZfsStore {
             self.cli.zfs(&["promote", &ds])?;
             self.ensure_mounted(site, &ds)?;
             // The promote moved the other stashes' origins to `ds`.
-            if let Err(e) = self.mount_stashes() {
-                tracing::warn!(error = %e, "cannot mount every stash; their data is safe but unmounted");
-            }
+            self.remount_stashes();
         }
         self.read_stash(&name)?.ok_or(Error::NoSuchSnapshot {
             site: site.clone(),
@@ -1497,9 +1505,7 @@ impl SnapshotStore for ZfsStore {
     fn stashes(&self) -> Result<Vec<Stash>> {
         // A stash left unmounted (a stash interrupted by a kill, or by
         // zfs-fuse's rename) is readable again once listed.
-        if let Err(e) = self.mount_stashes() {
-            tracing::warn!(error = %e, "cannot mount every stash; their data is safe but unmounted");
-        }
+        self.remount_stashes();
         let mut out = Vec::new();
         let mut names = self.list_children(&format!("{}/stash", self.root))?;
         names.sort();
