@@ -141,6 +141,9 @@ pub struct Sites {
     pub history: Arc<Mutex<BTreeMap<SiteName, Vec<crate::migrate::Record>>>>,
     /// Where `history` persists.
     pub history_path: PathBuf,
+    /// Held while the stashes are listed and published, so a listing that
+    /// started earlier never publishes after a later one.
+    stash_listing: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for Sites {
@@ -295,6 +298,7 @@ impl Sites {
                     .unwrap_or_default(),
             )),
             history_path: data_dir.join(crate::migrate::HISTORY_FILE),
+            stash_listing: Arc::default(),
         };
         let mut node = Node::new(cfg);
         node.remember(persisted.members.iter().cloned());
@@ -326,7 +330,11 @@ impl Sites {
             unsaved_votes: std::collections::BTreeSet::new(),
         };
         let task = tokio::spawn(driver.run());
-        sites.publish_stashes().await;
+        // Listing the stashes reads a few properties of each (one stash per
+        // divergence kept): with many of them and a busy zfs daemon that
+        // takes seconds, which the start no longer waits for.
+        let s2 = sites.clone();
+        tokio::spawn(async move { s2.publish_stashes().await });
         crate::migrate::publish_history(&sites).await;
         Ok((sites, task))
     }
@@ -459,6 +467,7 @@ impl Sites {
 
     /// Publishes `stash:<site>` keys for the stashes this node holds.
     async fn publish_stashes(&self) {
+        let _one_at_a_time = self.stash_listing.lock().await;
         let store = self.store.clone();
         let Ok(stashes) = blocking(move || store.stashes()).await else {
             return;
