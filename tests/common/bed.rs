@@ -158,18 +158,66 @@ impl Bed {
         // The push is on every copy before a test's faults begin: a fault
         // right after the push would otherwise elect a replica that holds
         // only the empty site (the push is acknowledged once snapshotted on
-        // the master, and replicated after).
+        // the master, and replicated after). The push's snapshot is read
+        // from the master's pool: the heads that members gossip lag, and
+        // once all named the site's first snapshot while a replica still
+        // lacked the push (a partition then elected it: a site without its
+        // code, every round after failed).
         let copies = usize::from(replicas.parse::<u8>().unwrap_or(1));
-        wait_for("the push on every copy", Duration::from_secs(30), || {
-            let v = self.show(0)?;
-            let heads: Vec<&str> = v["copies"]
-                .as_array()?
-                .iter()
-                .filter_map(|c| c["head"]["guid"].as_str())
-                .collect();
-            let first = *heads.first()?;
-            (heads.len() >= copies && heads.iter().all(|h| *h == first)).then_some(())
-        });
+        let master = self.master_host(0).expect("a master serves the site");
+        let pushed = self
+            .newest_snapshot_guid(master)
+            .expect("the push's snapshot on the master");
+        let start = std::time::Instant::now();
+        loop {
+            let heads: Vec<String> = self
+                .show(0)
+                .and_then(|v| {
+                    Some(
+                        v["copies"]
+                            .as_array()?
+                            .iter()
+                            .filter_map(|c| c["head"]["guid"].as_str().map(str::to_owned))
+                            .collect(),
+                    )
+                })
+                .unwrap_or_default();
+            if heads.len() >= copies && heads.iter().all(|h| *h == pushed) {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "the push (snapshot {pushed}) is not on every copy after 30 s: heads {heads:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The guid of the newest snapshot of the site in host `k`'s pool
+    /// (the one of the highest seq: snapshots are named `ringhost-SEQ`).
+    fn newest_snapshot_guid(&self, k: usize) -> Option<String> {
+        let ds = format!("{}/sites/{SITE}", self.node(k).pool()?);
+        let zfs = |args: &[&str]| {
+            let out = Command::new("zfs").args(args).output().ok()?;
+            out.status
+                .success()
+                .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+        };
+        let names = zfs(&["list", "-H", "-t", "snapshot", "-o", "name", "-r", &ds])?;
+        let prefix = format!("{ds}@ringhost-");
+        let newest = names
+            .lines()
+            .filter_map(|l| l.strip_prefix(&prefix)?.parse::<u64>().ok())
+            .max()?;
+        let guid = zfs(&[
+            "get",
+            "-Hp",
+            "-o",
+            "value",
+            "guid",
+            &format!("{prefix}{newest}"),
+        ])?;
+        Some(guid.trim().to_owned())
     }
 
     /// Waits until every host in `ks` answers 200 for the site; returns the
