@@ -46,7 +46,8 @@ pub fn wait_for<T>(what: &str, within: Duration, mut f: impl FnMut() -> Option<T
         }
         assert!(
             start.elapsed() < within,
-            "timed out after {within:?} waiting for {what}"
+            "timed out after {within:?} waiting for {what}{}",
+            zfs_daemon_gone()
         );
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -234,9 +235,12 @@ impl Env {
             ready: Value::Null,
         };
         let ready_path = node.data_dir.join("ready.json");
+        // A start lists the pool's copies and their chains: a few zfs
+        // calls each, which wait while zfs-fuse is stalled (CI once saw
+        // more than 10 s).
         node.ready = wait_for(
             &format!("{} ready.json", node.name),
-            Duration::from_secs(10),
+            Duration::from_secs(30),
             || {
                 if let Some(c) = node.child.as_mut()
                     && let Ok(Some(status)) = c.try_wait()
@@ -337,38 +341,43 @@ impl Env {
 }
 
 impl Env {
-    /// Kills the site commands that nodes killed with -9 left running (a
-    /// node records each command's process group in `DATA_DIR/run/`, and
-    /// removes the record when it stops the command itself). They would
-    /// keep the pools busy.
+    /// Kills the site commands that nodes killed with -9 left running.
+    /// They would keep the pools busy.
     fn kill_orphaned_commands(&self) {
         let Ok(dirs) = std::fs::read_dir(self.tmp.path()) else {
             return;
         };
         for d in dirs.flatten() {
-            let Ok(runs) = std::fs::read_dir(d.path().join("run")) else {
-                continue;
-            };
-            for r in runs.flatten() {
-                let Some(pid) = std::fs::read_to_string(r.path())
-                    .ok()
-                    .and_then(|t| t.trim().parse::<u32>().ok())
-                else {
-                    continue;
-                };
-                // Only a process that still is a ringhost site command.
-                let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
-                if environ
-                    .split(|b| *b == 0)
-                    .any(|v| v.starts_with(b"RINGHOST_SITE="))
-                {
-                    let _ = Command::new("kill")
-                        .args(["-KILL", "--", &format!("-{pid}")])
-                        .output();
-                }
-            }
+            kill_site_commands(&d.path());
         }
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Kills the site commands of the node whose data dir is `data_dir` (a
+/// node records each command's process group in `DATA_DIR/run/`, and
+/// removes the record when it stops the command itself).
+fn kill_site_commands(data_dir: &Path) {
+    let Ok(runs) = std::fs::read_dir(data_dir.join("run")) else {
+        return;
+    };
+    for r in runs.flatten() {
+        let Some(pid) = std::fs::read_to_string(r.path())
+            .ok()
+            .and_then(|t| t.trim().parse::<u32>().ok())
+        else {
+            continue;
+        };
+        // Only a process that still is a ringhost site command.
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        if environ
+            .split(|b| *b == 0)
+            .any(|v| v.starts_with(b"RINGHOST_SITE="))
+        {
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pid}")])
+                .output();
+        }
     }
 }
 
@@ -491,10 +500,16 @@ impl Node {
             .map(|(_, s, g)| (s, g))
     }
 
+    /// `kill -9` of the node and of its site commands, as a crash of its
+    /// machine ends them (left running, a command keeps its files open in
+    /// the dead node's FUSE mount: in the fifty-round run where zfs-fuse
+    /// stopped answering every pool for 30 s, one had; the cause is not
+    /// proven).
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
+            kill_site_commands(&self.data_dir);
         }
     }
 
