@@ -217,6 +217,14 @@ async fn serve(
     node_cfg.quorum_guard = s.quorum_guard;
     // Remembered members count as long as gossip keeps a dead one.
     node_cfg.remember_for = s.gossip.dead_node_grace;
+    // A new incarnation for every start: the wall clock's milliseconds
+    // (a beat of an earlier start must not pass for one of this one).
+    #[allow(clippy::disallowed_methods)] // the daemon owns the clock
+    let started = std::time::SystemTime::now();
+    node_cfg.incarnation = started
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    node_cfg.beat_interval = s.gossip.interval;
     let (sites, driver) = match Sites::start(
         node_cfg,
         s.prune,

@@ -875,6 +875,24 @@ impl Driver {
         for (site, outcome, k) in std::mem::take(&mut self.settle) {
             self.settle_waiters(&site, &outcome, k);
         }
+        self.hand_leases_to_gates();
+    }
+
+    /// Gives each master site's gate the end of this node's lease on it
+    /// (`model::lease`): past it the gate holds new work, then refuses it.
+    /// The gate reads the clock itself; this renews it after every event.
+    fn hand_leases_to_gates(&self) {
+        let Some(proxy) = self.sites.proxy.get() else {
+            return;
+        };
+        for site in self.node.local_sites() {
+            let Some(t) = self.node.lease_until(site) else {
+                continue;
+            };
+            let until = (t != Time::NEVER)
+                .then(|| tokio::time::Instant::from_std(self.origin + Duration::from_millis(t.0)));
+            proxy.gates().set_lease(site.as_str(), until);
+        }
     }
 
     fn spawn_op<F>(&mut self, site: SiteName, fut: F)

@@ -10,11 +10,13 @@
 pub mod election;
 pub mod hash;
 pub mod ids;
+pub mod lease;
 pub mod node;
 pub mod placement;
 pub mod prune;
 pub mod settings;
 pub mod site;
+pub mod time;
 pub mod vote;
 
 pub use election::{

@@ -28,19 +28,12 @@ use crate::election::{
     self, CopyState, Epoch, Head, Holder, MasterDecision, Quorum, Role, should_step_down,
 };
 use crate::ids::{NodeName, SiteName, Zone};
+use crate::lease::{self, Beat, Beats};
 use crate::placement::placement;
 use crate::site::{self, CopyKey, SiteKey, SiteSpec, Vote};
 use crate::vote;
 
-/// Milliseconds on the driver's monotonic clock (any origin).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Time(pub u64);
-
-impl Time {
-    pub fn plus(self, d: Duration) -> Time {
-        Time(self.0.saturating_add(d.as_millis() as u64))
-    }
-}
+pub use crate::time::Time;
 
 /// Settings of the site logic.
 #[derive(Debug, Clone, PartialEq)]
@@ -90,6 +83,20 @@ pub struct NodeConfig {
     /// members it hears from: 1 of 1 is a majority, and a node restarted
     /// on the minority side of a split counts only that side.
     pub remember_for: Duration,
+    /// Which start of the daemon this is: a new value for every start
+    /// (a beat of an earlier start must never pass for one of this one).
+    pub incarnation: u64,
+    /// How often the node publishes its beat ([`crate::lease`]). Zero: no
+    /// beats (for tests of the other rules; a master then holds no lease
+    /// with peers).
+    pub beat_interval: Duration,
+    /// A master acknowledges writes only until this long after the
+    /// freshest majority of the known members echoed its beats.
+    pub lease: Duration,
+    /// The bound assumed on how much two nodes' clocks drift apart over a
+    /// lease: a voter waits `lease + lease_drift` before it votes against
+    /// a master it echoed.
+    pub lease_drift: Duration,
 }
 
 impl NodeConfig {
@@ -104,6 +111,10 @@ impl NodeConfig {
             election_settle: Duration::from_millis(1300),
             election_warmup: Duration::ZERO,
             remember_for: Duration::from_secs(3600),
+            incarnation: 0,
+            beat_interval: Duration::from_millis(200),
+            lease: Duration::from_secs(2),
+            lease_drift: Duration::from_millis(500),
         }
     }
 }
@@ -148,6 +159,8 @@ pub struct MemberView {
     pub zone: Option<Zone>,
     /// The member's site keys, as gossiped.
     pub keys: Vec<SiteKey>,
+    /// The member's beat ([`crate::lease`]), if its key parsed.
+    pub beat: Option<Beat>,
 }
 
 /// The cluster as this node's gossip shows it, this node included.
@@ -313,6 +326,9 @@ struct Copy {
     flush: bool,
     /// A migration's hand-over to this copy (`Event::TakeOver`).
     takeover: Option<TakeOver>,
+    /// As master: the first beat published after the promotion (echoes of
+    /// it, or later ones, count for the lease from any peer).
+    office_beat: u64,
 }
 
 impl Copy {
@@ -365,22 +381,30 @@ fn key_site(k: &SiteKey) -> &SiteName {
 
 /// One member as the model sees it, from what gossip says about it: its
 /// liveness, whether it left, its zone and its key/value pairs (keys that
-/// are not site keys, or do not parse, are skipped). The daemon and the
-/// simulator both build their [`View`] with this and [`view_of`].
+/// are not site keys, or do not parse, are skipped) and its beat. The
+/// daemon and the simulator both build their [`View`] with this and
+/// [`view_of`].
 pub fn member_view<'a>(
     alive: bool,
     left: bool,
     zone: Option<Zone>,
     keys: impl IntoIterator<Item = (&'a str, &'a str)>,
 ) -> MemberView {
+    let mut beat = None;
+    let mut site_keys = Vec::new();
+    for (k, v) in keys {
+        if k == lease::BEAT_KEY {
+            beat = lease::parse_beat(v);
+        } else if let Some(sk) = site::parse_site_key(k, v) {
+            site_keys.push(sk);
+        }
+    }
     MemberView {
         alive,
         left,
         zone,
-        keys: keys
-            .into_iter()
-            .filter_map(|(k, v)| site::parse_site_key(k, v))
-            .collect(),
+        keys: site_keys,
+        beat,
     }
 }
 
@@ -525,6 +549,10 @@ pub struct Node {
     /// This node's last vote in each site's election (durable:
     /// `Action::PersistVote`, `restore_votes`).
     votes: BTreeMap<SiteName, Vote>,
+    /// Beats, echoes and mutes ([`crate::lease`]).
+    beats: Beats,
+    /// Sites whose vote waits for an earlier master's lease, until when.
+    vote_waits: BTreeMap<SiteName, Time>,
     published: BTreeMap<String, String>,
     actions: VecDeque<Action>,
 }
@@ -532,7 +560,6 @@ pub struct Node {
 impl Node {
     pub fn new(cfg: NodeConfig) -> Node {
         Node {
-            cfg,
             started: false,
             started_at: Time(0),
             membership_changed: Time(0),
@@ -550,8 +577,11 @@ impl Node {
             pinned: BTreeSet::new(),
             remembered: BTreeSet::new(),
             votes: BTreeMap::new(),
+            beats: Beats::new(cfg.incarnation),
+            vote_waits: BTreeMap::new(),
             published: BTreeMap::new(),
             actions: VecDeque::new(),
+            cfg,
         }
     }
 
@@ -687,6 +717,7 @@ impl Node {
                             promote_pending: false,
                             flush: false,
                             takeover: None,
+                            office_beat: 0,
                         },
                     );
                 }
@@ -707,6 +738,14 @@ impl Node {
                         self.alive_since.entry(n).or_insert(now);
                     }
                 }
+                let me = self.cfg.name.clone();
+                self.beats.read(
+                    now,
+                    v.members
+                        .iter()
+                        .filter(|(n, _)| **n != me)
+                        .filter_map(|(n, m)| Some((n, m.beat.as_ref()?))),
+                );
                 self.reindex(&v);
                 self.view = v;
             }
@@ -738,6 +777,7 @@ impl Node {
                         promote_pending: false,
                         flush: false,
                         takeover: None,
+                        office_beat: 0,
                     },
                 );
                 self.dirty.insert(site.clone());
@@ -810,7 +850,62 @@ impl Node {
         }
         if self.started {
             self.plan();
+            let beats = !self.cfg.beat_interval.is_zero();
+            if beats && (self.beats.urgent || now >= self.beats.next_at) {
+                self.publish_beat();
+            }
         }
+    }
+
+    /// Publishes this node's next beat: its echoes of the peers' beats, the
+    /// muted ones left out.
+    fn publish_beat(&mut self) {
+        let keep = self.cfg.lease.saturating_mul(2);
+        let beat = self.beats.beat(self.now, self.cfg.beat_interval, keep);
+        let (key, value) = (lease::BEAT_KEY.to_owned(), lease::encode_beat(&beat));
+        self.published.insert(key.clone(), value.clone());
+        self.actions.push_back(Action::Publish { key, value });
+    }
+
+    /// Until when this node's master copy of `site` may acknowledge writes
+    /// ([`crate::lease`]): `None` where it is not master, [`Time::NEVER`]
+    /// with the quorum guard off or where this node alone is a majority.
+    pub fn lease_until(&self, site: &SiteName) -> Option<Time> {
+        let c = self.copies.get(site)?;
+        if c.role != Role::Master {
+            return None;
+        }
+        if !self.cfg.quorum_guard {
+            return Some(Time::NEVER);
+        }
+        let me = &self.cfg.name;
+        let known = self.quorum().known_members;
+        let need = known / 2; // peers, besides this node
+        if need == 0 {
+            return Some(Time::NEVER);
+        }
+        let sv = self.site_view(site);
+        let mut fresh = Vec::new();
+        for (p, m) in &self.view.members {
+            if p == me || m.left {
+                continue;
+            }
+            let Some(echo) = m.beat.as_ref().and_then(|b| b.echoes.get(me)) else {
+                continue;
+            };
+            let Some(at) = self.beats.sent_at(*echo) else {
+                continue;
+            };
+            let vote = sv.vote_of.get(p);
+            if vote.is_some_and(|v| v.epoch > c.epoch && &v.candidate != me) {
+                continue;
+            }
+            let voted_for_me = vote.is_some_and(|v| v.epoch == c.epoch && &v.candidate == me);
+            if voted_for_me || echo.counter >= c.office_beat {
+                fresh.push(at);
+            }
+        }
+        Some(lease::deadline(fresh, need, self.cfg.lease))
     }
 
     pub fn poll_action(&mut self) -> Option<Action> {
@@ -848,6 +943,14 @@ impl Node {
                 if warm > self.now {
                     at(warm);
                 }
+            }
+        }
+        if self.started {
+            if !self.cfg.beat_interval.is_zero() {
+                at(self.beats.next_at);
+            }
+            for t in self.vote_waits.values() {
+                at(*t);
             }
         }
         for c in self.copies.values() {
@@ -1198,6 +1301,12 @@ impl Node {
                 .alive_since
                 .values()
                 .any(|t| came(t.plus(self.cfg.election_warmup)));
+        for (site, t) in &self.vote_waits {
+            if came(*t) {
+                sites.insert(site.clone());
+            }
+        }
+        self.vote_waits.retain(|_, t| *t > now);
         for (site, c) in &self.copies {
             if elections
                 || came(c.retry_at)
@@ -1306,6 +1415,7 @@ impl Node {
                         promote_pending: false,
                         flush: false,
                         takeover: None,
+                        office_beat: 0,
                     },
                 );
                 self.actions.push_back(Action::Pull {
@@ -1327,7 +1437,24 @@ impl Node {
         // writes through a partition, its replicas pulled them after the
         // heal, and they were lost from the history that won).
         let no_quorum = self.cfg.quorum_guard && !quorum.allows_promotion();
-        if c.role == Role::Master && (no_quorum || should_step_down(site, &me, &sv.holders)) {
+        let deposed = self.cfg.quorum_guard && c.role == Role::Master && {
+            // So many members voted above its epoch for another candidate
+            // that those left to echo it are no majority: it can never
+            // hold a lease again, and those votes began an election that
+            // seeing it alive keeps others from finishing. Not while it
+            // hands the site over (its own vote is above its epoch).
+            let against = sv
+                .vote_of
+                .values()
+                .filter(|v| v.epoch > c.epoch && v.candidate != me)
+                .count();
+            let handing_over = self.votes.get(site).is_some_and(|v| v.epoch > c.epoch);
+            !handing_over
+                && 2 * quorum.known_members.saturating_sub(against) <= quorum.known_members
+        };
+        if c.role == Role::Master
+            && (no_quorum || deposed || should_step_down(site, &me, &sv.holders))
+        {
             // The epoch of the claim that fenced this one: never a pending
             // election's (fence + 1), which would fence the live claim this
             // node merely cannot see alive yet, and discard its writes
@@ -1423,6 +1550,7 @@ impl Node {
                     c.takeover = None;
                     c.role = Role::Master;
                     c.epoch = t.epoch;
+                    c.office_beat = self.beats.next;
                     c.busy = true;
                     self.actions.push_back(Action::Promote {
                         site: site.clone(),
@@ -1451,6 +1579,7 @@ impl Node {
                     let c = self.copies.get_mut(site).expect("checked above");
                     c.role = Role::Master;
                     c.epoch = epoch;
+                    c.office_beat = self.beats.next;
                     c.busy = true;
                     self.actions.push_back(Action::Promote {
                         site: site.clone(),
@@ -1522,12 +1651,23 @@ impl Node {
 
     /// Votes for `candidate` at `epoch` unless this node voted at that
     /// epoch or above already: kept on disk, then published.
+    ///
+    /// Not before every other node that may hold a lease below `epoch` is
+    /// out of it as far as this node's echoes go ([`crate::lease`]): until
+    /// then the vote waits (`vote_waits`, the site is planned again then)
+    /// and those nodes are muted.
     fn cast_vote(&mut self, site: &SiteName, epoch: Epoch, candidate: &NodeName) {
         let last = self.votes.get(site);
         let repeat = last.is_some_and(|v| v.epoch == epoch && &v.candidate == candidate);
         if repeat || !vote::may_vote(last, epoch, candidate) {
             return;
         }
+        let ready = self.lease_wait(site, epoch, candidate);
+        if ready > self.now {
+            self.vote_waits.insert(site.clone(), ready);
+            return;
+        }
+        self.vote_waits.remove(site);
         let vote = Vote {
             epoch,
             candidate: candidate.clone(),
@@ -1540,6 +1680,44 @@ impl Node {
         let (key, value) = (site::vote_key(site), site::encode_vote(&vote));
         self.published.insert(key.clone(), value.clone());
         self.actions.push_back(Action::Publish { key, value });
+    }
+
+    /// When a vote for `candidate` at `epoch` may be cast, as far as the
+    /// leases of earlier masters go; mutes each node still waited for.
+    fn lease_wait(&mut self, site: &SiteName, epoch: Epoch, candidate: &NodeName) -> Time {
+        let me = self.cfg.name.clone();
+        let sv = self.site_view(site);
+        let mut blockers: BTreeSet<NodeName> = sv
+            .holders
+            .iter()
+            .filter(|h| h.copy.role == Role::Master && h.copy.epoch < epoch)
+            .map(|h| h.node.clone())
+            .collect();
+        if let Some(v) = self.votes.get(site)
+            && v.epoch < epoch
+        {
+            blockers.insert(v.candidate.clone());
+        }
+        blockers.remove(&me);
+        blockers.remove(candidate);
+        // A master that hands the site over consents: it voted for the
+        // candidate at this very epoch, and holds its work meanwhile.
+        blockers.retain(|b| {
+            sv.vote_of
+                .get(b)
+                .is_none_or(|v| v.epoch != epoch || &v.candidate != candidate)
+        });
+        let wait = self.cfg.lease + self.cfg.lease_drift;
+        let linger = self.now.plus(wait);
+        let mut ready = self.now;
+        for b in blockers {
+            let t = self.beats.vote_ready(&b, self.started_at, wait);
+            if t > self.now {
+                self.beats.mute(&b, self.now, linger);
+                ready = ready.max(self.beats.vote_ready(&b, self.started_at, wait));
+            }
+        }
+        ready
     }
 
     /// Whether this node holds a strict majority of `known` members' votes
@@ -1636,6 +1814,14 @@ mod tests {
     use super::*;
     use crate::site::Runtime;
 
+    /// A node without beats: the tests of the other rules count actions
+    /// and timeouts exactly.
+    fn quiet(name: NodeName) -> NodeConfig {
+        let mut cfg = NodeConfig::new(name);
+        cfg.beat_interval = Duration::ZERO;
+        cfg
+    }
+
     fn n(s: &str) -> NodeName {
         s.parse().expect("node name")
     }
@@ -1664,6 +1850,7 @@ mod tests {
             left: false,
             zone: None,
             keys,
+            beat: None,
         }
     }
     fn copy_key(role: Role, epoch: u64, seq: u64) -> CopyKey {
@@ -1710,7 +1897,7 @@ mod tests {
         }
     }
     fn started(name: &str, copies: Vec<LocalCopy>) -> Node {
-        started_with(NodeConfig::new(n(name)), copies)
+        started_with(quiet(n(name)), copies)
     }
     fn started_with(cfg: NodeConfig, copies: Vec<LocalCopy>) -> Node {
         let mut node = Node::new(cfg);
@@ -1797,7 +1984,7 @@ mod tests {
         // saw only itself (1 of 1 known members is a majority) and served
         // its copy for ~0.7 s before hearing of the new master.
         let master = || blog_copy(Role::Master, 1, vec![head(5)], 3);
-        let mut a = Node::new(NodeConfig::new(n("a")));
+        let mut a = Node::new(quiet(n("a")));
         a.remember([n("a"), n("b"), n("c")]);
         a.handle(Time(0), Event::Start(vec![master()]));
         let acts = drain(&mut a);
@@ -1809,14 +1996,14 @@ mod tests {
             [n("a"), n("b"), n("c")].into_iter().collect()
         );
         // Alone in a cluster of one it keeps its claim, as before.
-        let mut solo = Node::new(NodeConfig::new(n("a")));
+        let mut solo = Node::new(quiet(n("a")));
         solo.remember([n("a")]);
         solo.handle(Time(0), Event::Start(vec![master()]));
         drain(&mut solo);
         assert_eq!(solo.copy(&s("blog")).map(|c| c.0), Some(Role::Master));
         // The remembered members stop counting after `remember_for`: a
         // member gossip forgot is not known forever.
-        let mut cfg = NodeConfig::new(n("a"));
+        let mut cfg = quiet(n("a"));
         cfg.remember_for = Duration::from_secs(60);
         let mut late = Node::new(cfg);
         late.remember([n("a"), n("b"), n("c")]);
@@ -1849,7 +2036,7 @@ mod tests {
         // replica's live dataset, on no master and in no stash.
         let mut master = blog_copy(Role::Master, 1, vec![head(5)], 3);
         master.changed = true;
-        let mut a = Node::new(NodeConfig::new(n("a")));
+        let mut a = Node::new(quiet(n("a")));
         a.remember([n("a"), n("b"), n("c")]);
         a.handle(Time(0), Event::Start(vec![master]));
         let acts = drain(&mut a);
@@ -1922,7 +2109,7 @@ mod tests {
         // down and making it read-only) is demoted, with its snapshot, first.
         let mut replica = blog_copy(Role::Replica, 1, vec![head(5)], 3);
         replica.changed = true;
-        let mut r = Node::new(NodeConfig::new(n("r")));
+        let mut r = Node::new(quiet(n("r")));
         r.handle(Time(0), Event::Start(vec![replica]));
         assert!(drain(&mut r).contains(&Action::Demote {
             site: s("blog"),
@@ -1991,7 +2178,7 @@ mod tests {
         }));
         // A vote survives a restart: restored, published again, and never
         // cast at a lower epoch.
-        let mut again = Node::new(NodeConfig::new(n("b")));
+        let mut again = Node::new(quiet(n("b")));
         again.restore_votes([(s("blog"), vote.clone())]);
         again.handle(Time(0), Event::Start(vec![]));
         assert!(drain(&mut again).contains(&Action::Publish {
@@ -2010,7 +2197,7 @@ mod tests {
         // filtered it out, and asked for nothing: the site stayed without
         // a master for good. (The warm-up is off by default since votes;
         // the setting and its timer remain.)
-        let mut cfg = NodeConfig::new(n("b"));
+        let mut cfg = quiet(n("b"));
         cfg.election_warmup = Duration::from_secs(10);
         let mut b = started_with(
             cfg.clone(),
@@ -2166,6 +2353,172 @@ mod tests {
         );
     }
 
+    fn beat_of(incarnation: u64, counter: u64, echoes: &[(&str, u64, u64)]) -> Beat {
+        Beat {
+            id: lease::BeatId {
+                incarnation,
+                counter,
+            },
+            echoes: echoes
+                .iter()
+                .map(|(p, i, c)| {
+                    (
+                        n(p),
+                        lease::BeatId {
+                            incarnation: *i,
+                            counter: *c,
+                        },
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    /// A node with beats, as in production (incarnation 7).
+    fn beating(name: &str, copies: Vec<LocalCopy>) -> Node {
+        let mut cfg = NodeConfig::new(n(name));
+        cfg.incarnation = 7;
+        started_with(cfg, copies)
+    }
+
+    #[test]
+    fn a_master_acknowledges_only_while_a_majority_echoes_its_beats() {
+        // a, master at epoch 1 of a, b, c: a majority is a and one peer.
+        let mut a = beating("a", vec![blog_copy(Role::Master, 1, vec![head(5)], 3)]);
+        let mut v = master_view(true);
+        a.handle(Time(100), Event::View(v.clone()));
+        drain(&mut a);
+        assert_eq!(a.lease_until(&s("blog")), Some(Time(0)), "no echo yet");
+        // Beats 0 (at 0 ms) and 1 (at 200 ms) went out.
+        a.handle(Time(200), Event::Tick);
+        assert!(
+            drain(&mut a)
+                .iter()
+                .any(|x| matches!(x, Action::Publish { key, .. } if key == "beat"))
+        );
+        // b echoes beat 1: the lease runs to 200 ms + 2 s.
+        v.members.get_mut(&n("b")).expect("b").beat = Some(beat_of(3, 9, &[("a", 7, 1)]));
+        a.handle(Time(300), Event::View(v.clone()));
+        drain(&mut a);
+        assert_eq!(a.lease_until(&s("blog")), Some(Time(2200)));
+        // An echo of another start of a counts for nothing.
+        v.members.get_mut(&n("c")).expect("c").beat = Some(beat_of(4, 9, &[("a", 6, 1)]));
+        a.handle(Time(300), Event::View(v.clone()));
+        assert_eq!(a.lease_until(&s("blog")), Some(Time(2200)));
+        // b voted for c above a's epoch: its echo no longer counts.
+        add_vote(&mut v, "b", 2, "c");
+        a.handle(Time(400), Event::View(v.clone()));
+        drain(&mut a);
+        assert_eq!(a.lease_until(&s("blog")), Some(Time(0)));
+        // A replica holds no lease; with the guard off a master needs none.
+        assert_eq!(a.lease_until(&s("other")), None);
+        let mut cfg = NodeConfig::new(n("a"));
+        cfg.quorum_guard = false;
+        let solo = started_with(cfg, vec![blog_copy(Role::Master, 1, vec![head(5)], 3)]);
+        assert_eq!(solo.lease_until(&s("blog")), Some(Time::NEVER));
+    }
+
+    #[test]
+    fn a_voter_waits_out_the_lease_of_the_master_it_last_heard() {
+        // c votes for b against a, the master of epoch 1, whose last beat
+        // c read at 8 s: not before 8 s + lease + drift.
+        let mut c = beating("c", vec![blog_copy(Role::Replica, 1, vec![head(4)], 3)]);
+        let mut v = master_view(true);
+        v.members.get_mut(&n("a")).expect("a").beat = Some(beat_of(1, 40, &[]));
+        v.members.get_mut(&n("b")).expect("b").keys =
+            vec![SiteKey::Copy(s("blog"), copy_key(Role::Replica, 1, 5))];
+        c.handle(Time(8000), Event::View(v.clone()));
+        drain(&mut c);
+        // a dies (its beats stop): b is elected at epoch 2.
+        v.members.get_mut(&n("a")).expect("a").alive = false;
+        c.handle(Time(9000), Event::View(v.clone()));
+        drain(&mut c);
+        let votes = |acts: &[Action]| {
+            acts.iter()
+                .filter(|x| matches!(x, Action::PersistVote { .. }))
+                .count()
+        };
+        c.handle(Time(10_300), Event::Tick);
+        assert_eq!(
+            votes(&drain(&mut c)),
+            0,
+            "the settle time is over, a's lease is not"
+        );
+        let mut t = Time(10_300);
+        let mut voted = None;
+        while t < Time(12_000) {
+            t = c.poll_timeout().expect("c looks again");
+            c.handle(t, Event::Tick);
+            if votes(&drain(&mut c)) > 0 {
+                voted = Some(t);
+                break;
+            }
+        }
+        assert_eq!(voted, Some(Time(10_500)), "8 s + 2 s + 0.5 s");
+        assert_eq!(
+            c.vote(&s("blog")).map(|v| v.candidate.clone()),
+            Some(n("b"))
+        );
+    }
+
+    #[test]
+    fn a_voter_mutes_a_master_it_still_hears_and_votes_a_wait_after() {
+        // a still beats (c hears it through its keys) but its failure
+        // detector says dead (a flap): c stops echoing a, and votes
+        // lease + drift after the first beat without it.
+        let mut c = beating("c", vec![blog_copy(Role::Replica, 1, vec![head(4)], 3)]);
+        let mut v = master_view(false);
+        v.members.get_mut(&n("b")).expect("b").keys =
+            vec![SiteKey::Copy(s("blog"), copy_key(Role::Replica, 1, 5))];
+        let mut k = 0;
+        let mut t = Time(6000);
+        let mut muted_at = None;
+        let mut voted = None;
+        while t < Time(12_000) && voted.is_none() {
+            k += 1;
+            v.members.get_mut(&n("a")).expect("a").beat = Some(beat_of(1, k, &[]));
+            c.handle(t, Event::View(v.clone()));
+            for x in drain(&mut c) {
+                match x {
+                    Action::Publish { key, value } if key == "beat" => {
+                        let b = lease::parse_beat(&value).expect("a beat");
+                        if muted_at.is_none() && !b.echoes.contains_key(&n("a")) {
+                            muted_at = Some(t);
+                        }
+                    }
+                    Action::PersistVote { .. } => voted = Some(t),
+                    _ => {}
+                }
+            }
+            t = t.plus(Duration::from_millis(100));
+        }
+        let muted_at = muted_at.expect("c stopped echoing a");
+        let voted = voted.expect("c voted in the end");
+        assert_eq!(voted, muted_at.plus(Duration::from_millis(2500)));
+    }
+
+    #[test]
+    fn a_master_steps_down_when_the_votes_against_it_leave_no_majority_to_echo_it() {
+        let mut a = beating("a", vec![blog_copy(Role::Master, 1, vec![head(5)], 3)]);
+        let mut v = master_view(true);
+        add_vote(&mut v, "b", 2, "c");
+        a.handle(Time(100), Event::View(v.clone()));
+        assert!(
+            !demotes(&drain(&mut a), "blog"),
+            "one vote against: a and c remain"
+        );
+        add_vote(&mut v, "c", 2, "c");
+        a.handle(Time(200), Event::View(v.clone()));
+        assert!(demotes(&drain(&mut a), "blog"), "b and c voted against a");
+        // A hand-over is left alone: a's own vote is above its epoch.
+        let mut h = beating("a", vec![blog_copy(Role::Master, 1, vec![head(5)], 3)]);
+        h.handle(Time(100), Event::View(master_view(true)));
+        drain(&mut h);
+        h.hand_over(&s("blog"), &n("c")).expect("a hands over to c");
+        h.handle(Time(200), Event::View(v));
+        assert!(!demotes(&drain(&mut h), "blog"));
+    }
+
     #[test]
     fn a_stale_master_steps_down_and_a_diverged_replica_is_stashed() {
         let mut a = started(
@@ -2281,7 +2634,7 @@ mod tests {
             "not before the settle time"
         );
         // Settled at 21 s + the settle time.
-        let settled = Time(21_000).plus(NodeConfig::new(n("a")).election_settle);
+        let settled = Time(21_000).plus(quiet(n("a")).election_settle);
         assert_eq!(a.poll_timeout(), Some(settled));
         a.handle(settled, Event::Tick);
         assert!(drain(&mut a).contains(&Action::Promote {
@@ -2290,7 +2643,7 @@ mod tests {
         }));
 
         // With the guard off, a master without a majority keeps serving.
-        let mut cfg = NodeConfig::new(n("a"));
+        let mut cfg = quiet(n("a"));
         cfg.quorum_guard = false;
         let mut free = Node::new(cfg);
         free.handle(
@@ -2448,7 +2801,7 @@ mod tests {
                 .iter()
                 .any(|x| matches!(x, Action::Promote { .. }))
         );
-        let settled = Time(12_000).plus(NodeConfig::new(n("b")).election_settle);
+        let settled = Time(12_000).plus(quiet(n("b")).election_settle);
         assert_eq!(b.poll_timeout(), Some(settled));
         b.handle(Time(settled.0 - 1), Event::Tick);
         assert!(drain(&mut b).is_empty());

@@ -26,7 +26,7 @@
 //!   candidate went back to an epoch most voters had left).
 //!
 //! What votes do not give: a bound on how long a master that lost its
-//! majority goes on serving at its old epoch (that needs a lease), and
+//! majority goes on serving at its old epoch ([`crate::lease`] gives it), and
 //! agreement on the member set itself (each node counts the members its
 //! view and its memory hold; a cluster whose members change while a node
 //! is cut off can count differently). ARCHITECTURE.md has the argument.

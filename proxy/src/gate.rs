@@ -15,12 +15,19 @@
 //! Work that waits longer than the queue timeout, or finds the queue full,
 //! is refused (the caller answers 503 with `Retry-After`): a pause is
 //! bounded, never a hang.
+//!
+//! An open gate also keeps the master's lease (`model::lease`): past it,
+//! new work waits up to `lease_hold` for the lease to be renewed (a late
+//! echo, a short stall of gossip), then is refused. A master cut off from
+//! its majority so acknowledges nothing once its lease ran out, strictly
+//! before another node can take over at the next epoch.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{Notify, oneshot, watch};
+use tokio::time::Instant;
 
 /// Bounds of a paused gate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,6 +36,9 @@ pub struct GateLimits {
     pub max_queue: usize,
     /// How long one may wait in a paused gate before it is refused.
     pub queue_timeout: Duration,
+    /// How long new work waits for an expired lease to be renewed before
+    /// it is refused.
+    pub lease_hold: Duration,
 }
 
 impl Default for GateLimits {
@@ -36,6 +46,7 @@ impl Default for GateLimits {
         GateLimits {
             max_queue: 10_000,
             queue_timeout: Duration::from_secs(30),
+            lease_hold: Duration::from_secs(3),
         }
     }
 }
@@ -65,6 +76,8 @@ struct State {
     queue: VecDeque<oneshot::Sender<Pass>>,
     /// Counts the gate's mode changes: a [`Redirect`] token names one.
     changes: u64,
+    /// The master's lease ends then (`None`: no end).
+    lease: Option<Instant>,
 }
 
 /// One redirect of a gate ([`Gates::redirect`]): [`Gates::clear_redirect`]
@@ -79,6 +92,8 @@ struct Gate {
     idle: Notify,
     /// Set to true to ask long-lived in-flight work to close.
     closing: watch::Sender<bool>,
+    /// Woken when the lease is renewed.
+    renewed: Notify,
 }
 
 /// Counts one request or connection in flight; dropping it ends it.
@@ -152,17 +167,47 @@ impl Gates {
                 in_flight: 0,
                 queue: VecDeque::new(),
                 changes: 0,
+                lease: None,
             }),
             idle: Notify::new(),
             closing: watch::channel(false).0,
+            renewed: Notify::new(),
         });
         sites.insert(site.to_owned(), g.clone());
         g
     }
 
-    /// Passes one request or connection for `site`, waiting while paused.
+    /// Sets the end of this node's lease as `site`'s master (`None`: no
+    /// end), and releases the work that waited for it if it is renewed.
+    pub fn set_lease(&self, site: &str, until: Option<Instant>) {
+        let gate = self.gate(site);
+        let mut s = gate.state.lock().expect("gate lock");
+        if s.lease != until {
+            s.lease = until;
+            gate.renewed.notify_waiters();
+        }
+    }
+
+    /// Passes one request or connection for `site`, waiting while paused
+    /// or out of its lease.
     pub async fn pass(&self, site: &str) -> Pass {
         let gate = self.gate(site);
+        let hold_until = Instant::now() + self.limits.lease_hold;
+        loop {
+            let renewed = gate.renewed.notified();
+            tokio::pin!(renewed);
+            renewed.as_mut().enable();
+            {
+                let s = gate.state.lock().expect("gate lock");
+                let out = s.lease.is_some_and(|t| Instant::now() >= t);
+                if !(out && s.mode == Mode::Open) {
+                    break;
+                }
+            }
+            if tokio::time::timeout_at(hold_until, renewed).await.is_err() {
+                return Pass::Refused;
+            }
+        }
         let rx = {
             let mut s = gate.state.lock().expect("gate lock");
             match &s.mode {
@@ -308,6 +353,7 @@ mod tests {
         Arc::new(Gates::new(GateLimits {
             max_queue: 3,
             queue_timeout: Duration::from_secs(5),
+            lease_hold: Duration::from_secs(3),
         }))
     }
 
@@ -388,6 +434,33 @@ mod tests {
         g.open("s");
         let p = w.await.expect("waiter");
         assert!(matches!(p, Pass::Open(_)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn past_the_lease_work_waits_for_a_renewal_then_is_refused() {
+        let g = gates();
+        let t0 = Instant::now();
+        g.set_lease("s", Some(t0 + Duration::from_secs(1)));
+        assert!(
+            matches!(g.pass("s").await, Pass::Open(_)),
+            "within the lease"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        // Out of the lease: held, then renewed after 500 ms, then let in.
+        let g2 = g.clone();
+        let w = tokio::spawn(async move { g2.pass("s").await });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(!w.is_finished(), "held while the lease is over");
+        g.set_lease("s", Some(Instant::now() + Duration::from_secs(2)));
+        assert!(matches!(w.await.expect("waiter"), Pass::Open(_)));
+        // Not renewed: refused after the hold.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let t1 = Instant::now();
+        assert!(matches!(g.pass("s").await, Pass::Refused));
+        assert_eq!(t1.elapsed(), Duration::from_secs(3));
+        // No end: open.
+        g.set_lease("s", None);
+        assert!(matches!(g.pass("s").await, Pass::Open(_)));
     }
 
     #[tokio::test(start_paused = true)]

@@ -65,10 +65,18 @@ pub enum Broken {
     /// node itself last voted, so a candidate needs only to see a majority
     /// alive (the rule before votes).
     NoVotes,
+    /// A master ignores its lease: it admits and acknowledges writes
+    /// whatever its peers' echoes say (the voters still wait).
+    IgnoreLease,
 }
 
 impl Broken {
-    pub const ALL: [Broken; 3] = [Broken::IgnoreEpochs, Broken::BlindRollback, Broken::NoVotes];
+    pub const ALL: [Broken; 4] = [
+        Broken::IgnoreEpochs,
+        Broken::BlindRollback,
+        Broken::NoVotes,
+        Broken::IgnoreLease,
+    ];
 }
 
 impl FromStr for Broken {
@@ -78,8 +86,10 @@ impl FromStr for Broken {
             "ignore-epochs" => Ok(Broken::IgnoreEpochs),
             "blind-rollback" => Ok(Broken::BlindRollback),
             "no-votes" => Ok(Broken::NoVotes),
+            "ignore-lease" => Ok(Broken::IgnoreLease),
             _ => bail!(
-                "unknown broken variant '{s}': expected ignore-epochs, blind-rollback or no-votes"
+                "unknown broken variant '{s}': expected ignore-epochs, blind-rollback, no-votes \
+                 or ignore-lease"
             ),
         }
     }
@@ -91,6 +101,7 @@ impl fmt::Display for Broken {
             Broken::IgnoreEpochs => "ignore-epochs",
             Broken::BlindRollback => "blind-rollback",
             Broken::NoVotes => "no-votes",
+            Broken::IgnoreLease => "ignore-lease",
         })
     }
 }
@@ -249,6 +260,9 @@ fn parse_member(state: &chitchat::NodeState, old: Option<Parsed>) -> Parsed {
             left: false,
             zone: None,
             keys: site_keys,
+            beat: state
+                .get(model::lease::BEAT_KEY)
+                .and_then(model::lease::parse_beat),
         },
         keys,
     }
@@ -356,6 +370,8 @@ pub(crate) struct SiteLayer {
     acked: BTreeMap<SiteName, BTreeMap<u64, Acked>>,
     /// Which node acknowledged writes at each (site, epoch).
     ack_owner: BTreeMap<(SiteName, Epoch), usize>,
+    /// When each (site, epoch)'s master first took office (its `Promote`).
+    office: BTreeMap<SiteName, BTreeMap<Epoch, (Duration, usize)>>,
     failover_pending: BTreeMap<SiteName, Duration>,
     pub(crate) failover: Vec<Duration>,
     pub(crate) lag: Vec<Duration>,
@@ -444,6 +460,7 @@ impl SiteLayer {
             held: BTreeMap::new(),
             acked: BTreeMap::new(),
             ack_owner: BTreeMap::new(),
+            office: BTreeMap::new(),
             failover_pending: BTreeMap::new(),
             failover: Vec::new(),
             lag: Vec::new(),
@@ -511,6 +528,19 @@ impl SiteLayer {
         let (role, epoch, _) = mem.node.copy(site)?;
         let writable = !self.nodes[i].disk.store.is_readonly(site).unwrap_or(true);
         (role == Role::Master && writable).then_some(epoch)
+    }
+
+    /// Whether node `i`'s lease on `site` holds at `now` (always, for
+    /// [`Broken::IgnoreLease`]).
+    fn leased(&self, i: usize, site: &SiteName, now: Duration) -> bool {
+        if self.settings.broken == Some(Broken::IgnoreLease) {
+            return true;
+        }
+        self.nodes[i]
+            .mem
+            .as_ref()
+            .and_then(|m| m.node.lease_until(site))
+            .is_some_and(|t| t > ms(now))
     }
 
     // ---- faults ------------------------------------------------------
@@ -600,6 +630,7 @@ impl SiteLayer {
             });
         }
         let mut cfg = NodeConfig::new(self.nodes[i].name.clone());
+        cfg.incarnation = generation;
         if let Some(settle) = self.settings.election_settle {
             cfg.election_settle = settle;
         }
@@ -1004,6 +1035,11 @@ impl SiteLayer {
                     .set_writable(&site)
                     .map_err(|e| e.to_string());
                 self.stats.promotions += 1;
+                self.office
+                    .entry(site.clone())
+                    .or_default()
+                    .entry(epoch)
+                    .or_insert((now, i));
                 Self::trace(world, format_args!("site {name} promote {site} e{epoch}"));
                 self.check_promotion(i, &site, epoch, world);
                 self.op(now + local, report(site, Outcome::Switched(result)));
@@ -1497,7 +1533,31 @@ impl SiteLayer {
         if ready.is_empty() {
             return;
         }
+        if !self.leased(i, &site, now) {
+            // Out of its lease: the writes are answered with an error.
+            self.stats.writes_refused += ready.len() as u64;
+            return;
+        }
         let epoch = ready[0].2;
+        for (_, _, e) in &ready {
+            if let Some((e2, (t, by))) = self.office.get(&site).and_then(|o| {
+                // Another node's office: this node taking office
+                // again later carries its own history on.
+                o.range(e.next()..)
+                    .find(|(_, (t, by))| *t <= now && *by != i)
+            }) {
+                let what = format!(
+                    "{} acknowledged writes to {site} at epoch {e} at {:.3}s, after {} took \
+                     office at epoch {e2} at {:.3}s: two masters at once",
+                    self.nodes[i].name,
+                    now.as_secs_f64(),
+                    self.nodes[*by].name,
+                    t.as_secs_f64()
+                );
+                self.fail(world, what);
+                break;
+            }
+        }
         for (_, _, e) in &ready {
             if let Some(&owner) = self.ack_owner.get(&(site.clone(), *e))
                 && owner != i
@@ -1759,6 +1819,11 @@ impl SiteLayer {
             self.stats.writes_refused += 1;
             return;
         };
+        if !self.leased(i, &site, now) {
+            // The daemon's gate holds it, then refuses it.
+            self.stats.writes_refused += 1;
+            return;
+        }
         let disk = &mut self.nodes[i].disk;
         let path = format!("data/w{}", id % 8);
         if disk

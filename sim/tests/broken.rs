@@ -113,3 +113,10 @@ fn promotion_without_a_majority_of_votes_is_caught() {
     // a side that cannot hear the rest promotes on aliveness alone.
     caught_and_replayed("no-votes", "master");
 }
+
+#[test]
+fn a_master_that_ignores_its_lease_is_caught() {
+    // A master cut off from the majority's echoes goes on acknowledging
+    // at its epoch after the next master took office.
+    caught_and_replayed("ignore-lease", "took office");
+}
