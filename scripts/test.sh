@@ -29,7 +29,7 @@ RUST_TEST_THREADS="${RUST_TEST_THREADS:-3}" timeout 2700 \
 
 if [ -x sim/ci-sweep.sh ]; then
     step "simulator sweep"
-    timeout 900 sim/ci-sweep.sh
+    timeout 1200 sim/ci-sweep.sh
 fi
 
 step "fuzzing (bounded)"

@@ -52,6 +52,9 @@ const DRAIN_GRACE: Duration = Duration::from_secs(1);
 pub const TAKEOVER_TIMEOUT: Duration = Duration::from_secs(20);
 /// One pre-copy round (a full copy of a large site takes a while).
 const ROUND_TIMEOUT: Duration = Duration::from_secs(900);
+/// How long a failed hand-over waits for this node's lease, before the
+/// queue is released (to wait for it in the gate, then be refused).
+const RESUME_LEASE_WAIT: Duration = Duration::from_secs(10);
 /// How long the old master forwards arrivals after every view caught up.
 const REDIRECT_LINGER: Duration = Duration::from_secs(30);
 /// Migrations of a site a node keeps (those it ran as the site's master),
@@ -911,14 +914,26 @@ async fn unpin(sites: &Sites, site: &SiteName, to: &NodeName) {
     }
 }
 
-/// The hand-over failed: the site serves here again, queue released here.
+/// The hand-over failed: the site serves here again, queue released here,
+/// once this node holds the site's lease again (the nodes that followed
+/// its vote for the target echo it only once they voted for it again, at
+/// a later epoch, out of the target's lease).
 async fn resume(sites: &Sites, site: &SiteName, to: &NodeName) {
+    sites.abort_hand_over(site.clone()).await;
     thaw(sites, site);
     if !wait_serving(sites, site, Duration::from_secs(15)).await {
         warn!(%site, "the site's command did not come back within 15 s");
     }
     if let Some(p) = sites.proxy.get() {
-        p.gates().open(site.as_str());
+        let gates = p.gates();
+        let t0 = now();
+        while !gates.leased(site.as_str()) && t0.elapsed() < RESUME_LEASE_WAIT {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if !gates.leased(site.as_str()) {
+            warn!(%site, "no lease {RESUME_LEASE_WAIT:?} after the failed hand-over: work waits for it, then is refused");
+        }
+        gates.open(site.as_str());
     }
     // The target may be dead: unpinning it must not hold up the report.
     let (sites, site, to) = (sites.clone(), site.clone(), to.clone());

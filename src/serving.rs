@@ -328,8 +328,11 @@ impl Drop for Serving {
 /// A command runtime this node runs as a site's master.
 struct Running {
     spec_id: u64,
-    /// The master claim the command was started under.
-    epoch: model::Epoch,
+    /// The promotion the command was started under ([`Sites::ready_since`]):
+    /// a master that claims its site again at a later epoch (after a failed
+    /// hand-over) keeps its command; one that stepped down and was promoted
+    /// again starts a new one.
+    ready_since: Option<u64>,
     cmd: String,
     rt: CommandRuntime,
     tls: SocketAddr,
@@ -652,10 +655,11 @@ impl Manager {
         epoch: model::Epoch,
         cmd: &str,
     ) -> Target {
+        let ready_since = self.sites.ready_since(site);
         let stale = self
             .runtimes
             .get(site)
-            .is_some_and(|r| r.spec_id != spec_id || r.cmd != cmd || r.epoch != epoch);
+            .is_some_and(|r| r.spec_id != spec_id || r.cmd != cmd || r.ready_since != ready_since);
         if stale {
             self.stop_runtime(site, false).await;
         }
@@ -696,7 +700,7 @@ impl Manager {
                         site.clone(),
                         Running {
                             spec_id,
-                            epoch,
+                            ready_since,
                             cmd: cmd.to_owned(),
                             rt,
                             tls: SocketAddr::from((Ipv4Addr::LOCALHOST, tls_port)),

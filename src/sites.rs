@@ -56,6 +56,9 @@ enum Cmd {
     /// A migration's hand-over: vote for the target, answer the epoch it
     /// is to claim (`model::Node::hand_over`).
     HandOver(SiteName, NodeName, oneshot::Sender<Result<Epoch, String>>),
+    /// The hand-over failed: the master claims the site again
+    /// (`model::Node::abort_hand_over`).
+    AbortHandOver(SiteName),
 }
 
 /// The model events of a live migration, as the driver takes them.
@@ -124,8 +127,12 @@ pub struct Sites {
     pub wake_serving: Arc<tokio::sync::Notify>,
     /// Master copies ready to serve here: writable and mounted (a promotion
     /// finished). A claim alone is not enough: serving a copy while its
-    /// promotion remounts it would write beside the dataset.
-    pub serving_ready: Arc<Mutex<std::collections::BTreeSet<SiteName>>>,
+    /// promotion remounts it would write beside the dataset. Each with the
+    /// count of promotions this run had made ready when it became ready:
+    /// a command started under another one is stale.
+    pub serving_ready: Arc<Mutex<BTreeMap<SiteName, u64>>>,
+    /// Promotions made ready in this run.
+    pub ready_count: Arc<std::sync::atomic::AtomicU64>,
     /// Sites whose command a stepping-down master waits to see stopped,
     /// with the waiters: the serving side answers once no command of the
     /// site runs here (see [`Sites::quiesce`]).
@@ -288,6 +295,7 @@ impl Sites {
             frozen: Arc::default(),
             wake_serving: Arc::default(),
             serving_ready: Arc::default(),
+            ready_count: Arc::default(),
             quiesce: Arc::default(),
             migrations: Arc::default(),
             known: Arc::default(),
@@ -380,6 +388,13 @@ impl Sites {
         self.call(|tx| Cmd::HandOver(site, to, tx)).await?
     }
 
+    /// The hand-over of `site` failed: this node, its master, serves on
+    /// and claims the site again above the epoch it voted for the target
+    /// in; its lease is renewed once a majority voted so.
+    pub async fn abort_hand_over(&self, site: SiteName) {
+        let _ = self.tx.send(Cmd::AbortHandOver(site)).await;
+    }
+
     pub async fn migration(&self, ev: MigrationEvent) -> Result<(), String> {
         self.tx
             .send(Cmd::Migration(ev))
@@ -406,7 +421,11 @@ impl Sites {
                 .lock()
                 .expect("ready lock is never poisoned");
             if ready {
-                r.insert(site.clone());
+                r.entry(site.clone()).or_insert_with(|| {
+                    1 + self
+                        .ready_count
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                });
             } else {
                 r.remove(site);
             }
@@ -440,7 +459,17 @@ impl Sites {
         self.serving_ready
             .lock()
             .expect("ready lock is never poisoned")
-            .contains(site)
+            .contains_key(site)
+    }
+
+    /// Which promotion of `site` made the local master copy ready in this
+    /// run, if it is ready ([`Sites::ready`]).
+    pub fn ready_since(&self, site: &SiteName) -> Option<u64> {
+        self.serving_ready
+            .lock()
+            .expect("ready lock is never poisoned")
+            .get(site)
+            .copied()
     }
 
     pub async fn delete(&self, site: SiteName) -> Result<(), String> {
@@ -824,6 +853,7 @@ impl Driver {
                 // after this command.
                 let _ = reply.send(self.node.hand_over(&site, &to));
             }
+            Cmd::AbortHandOver(site) => self.node.abort_hand_over(&site),
             Cmd::Done(site, outcome) => {
                 // Waiters are answered after the actions this outcome
                 // causes ran, so that what they are told is already

@@ -329,6 +329,13 @@ struct Copy {
     /// As master: the first beat published after the promotion (echoes of
     /// it, or later ones, count for the lease from any peer).
     office_beat: u64,
+    /// As master: a hand-over of this copy is under way in this run
+    /// (`Node::hand_over`, until `Node::abort_hand_over`).
+    handing_over: bool,
+    /// As master, after a hand-over that did not complete (aborted, or
+    /// left by an earlier run): the epoch this node claims again, above
+    /// the one it voted for its successor in, once a majority voted so.
+    resume_at: Option<Epoch>,
 }
 
 impl Copy {
@@ -640,7 +647,20 @@ impl Node {
                 return Err(format!("could not vote for {to} at epoch {epoch}"));
             }
         }
+        let c = self.copies.get_mut(site).expect("checked above");
+        c.handing_over = true;
         Ok(epoch)
+    }
+
+    /// A live migration's hand-over failed (the target died, timed out):
+    /// this master serves on, and claims the site again above the epoch
+    /// it voted for the target in (`plan_resume`; drain the actions).
+    pub fn abort_hand_over(&mut self, site: &SiteName) {
+        if let Some(c) = self.copies.get_mut(site) {
+            c.handing_over = false;
+        }
+        self.dirty.insert(site.clone());
+        self.plan();
     }
 
     pub fn remember(&mut self, members: impl IntoIterator<Item = NodeName>) {
@@ -718,6 +738,8 @@ impl Node {
                             flush: false,
                             takeover: None,
                             office_beat: 0,
+                            handing_over: false,
+                            resume_at: None,
                         },
                     );
                 }
@@ -778,6 +800,8 @@ impl Node {
                         flush: false,
                         takeover: None,
                         office_beat: 0,
+                        handing_over: false,
+                        resume_at: None,
                     },
                 );
                 self.dirty.insert(site.clone());
@@ -1351,7 +1375,8 @@ impl Node {
         // A live migration: the standing master voted for its successor at
         // a later epoch (`Node::hand_over`); every node follows that vote,
         // so the takeover needs a majority as any promotion does, and a
-        // failover candidate cannot win the same epoch.
+        // failover candidate cannot win the same epoch. So too its vote
+        // for itself when the hand-over failed (`plan_resume`).
         // Not held back by the start's grace: it follows the standing
         // master's own vote, not this node's partial view.
         if self.cfg.quorum_guard
@@ -1361,7 +1386,6 @@ impl Node {
             } = &decision
             && let Some(v) = sv.vote_of.get(master)
             && v.epoch > *epoch
-            && v.candidate != *master
             && sv
                 .holders
                 .iter()
@@ -1416,6 +1440,8 @@ impl Node {
                         flush: false,
                         takeover: None,
                         office_beat: 0,
+                        handing_over: false,
+                        resume_at: None,
                     },
                 );
                 self.actions.push_back(Action::Pull {
@@ -1466,12 +1492,15 @@ impl Node {
             c.epoch = epoch;
             c.demote_pending = true;
             c.promote_pending = false;
+            c.handing_over = false;
+            c.resume_at = None;
             self.actions.push_back(Action::Persist {
                 site: site.clone(),
                 role: Role::Replica,
                 epoch,
             });
         }
+        self.plan_resume(site, &sv, promotion);
         let Some(c) = self.copies.get(site) else {
             return;
         };
@@ -1647,6 +1676,68 @@ impl Node {
             }
             d => d,
         }
+    }
+
+    /// A master whose hand-over did not complete claims the site again
+    /// above the epoch it voted for its successor in: those who followed
+    /// that vote echo it no more ([`Node::lease_until`]), and the successor
+    /// may have taken office there before it failed. It votes for itself
+    /// at the next free epoch; the others follow a standing master's vote
+    /// (`plan_site`), each once out of the successor's lease
+    /// ([`Node::cast_vote`]); with a majority, its copy's epoch is that one.
+    fn plan_resume(&mut self, site: &SiteName, sv: &SiteView, promotion: Quorum) {
+        let me = self.cfg.name.clone();
+        let Some(c) = self.copies.get(site) else {
+            return;
+        };
+        if c.role != Role::Master || !self.cfg.quorum_guard {
+            return;
+        }
+        let Some(mine) = self.votes.get(site).cloned() else {
+            return;
+        };
+        if mine.epoch <= c.epoch {
+            return;
+        }
+        let stale = |at: Epoch| sv.votes.iter().any(|v| v.epoch >= at && v.candidate != me);
+        let at = match c.resume_at {
+            Some(at) if !stale(at) => at,
+            _ if mine.candidate == me && c.resume_at.is_none() => mine.epoch,
+            _ if c.handing_over => return,
+            _ => sv
+                .votes
+                .iter()
+                .chain(Some(&mine))
+                .map(|v| v.epoch)
+                .chain(sv.holders.iter().map(|h| h.copy.epoch))
+                .max()
+                .unwrap_or_default()
+                .max(c.epoch)
+                .next(),
+        };
+        let c = self.copies.get_mut(site).expect("checked above");
+        c.resume_at = Some(at);
+        self.cast_vote(site, at, &me);
+        if self.votes.get(site)
+            != Some(&Vote {
+                epoch: at,
+                candidate: me,
+            })
+        {
+            return;
+        }
+        if !self.won(site, sv, at, promotion.known_members) {
+            return;
+        }
+        let c = self.copies.get_mut(site).expect("checked above");
+        c.epoch = at;
+        c.office_beat = self.beats.next;
+        c.resume_at = None;
+        self.actions.push_back(Action::Persist {
+            site: site.clone(),
+            role: Role::Master,
+            epoch: at,
+        });
     }
 
     /// Votes for `candidate` at `epoch` unless this node voted at that
@@ -2517,6 +2608,99 @@ mod tests {
         h.hand_over(&s("blog"), &n("c")).expect("a hands over to c");
         h.handle(Time(200), Event::View(v));
         assert!(!demotes(&drain(&mut h), "blog"));
+    }
+
+    #[test]
+    fn a_master_whose_hand_over_failed_claims_the_site_again_above_its_epoch() {
+        // Found by the migration tests: a hands blog over to c at epoch 2,
+        // b and c follow, c dies before it takes over. Those votes keep b's
+        // echoes from counting for a at epoch 1: without a new claim, a
+        // never held a lease again and refused the site's work for good.
+        let mut a = beating("a", vec![blog_copy(Role::Master, 1, vec![head(5)], 3)]);
+        let mut v = master_view(true);
+        a.handle(Time(100), Event::View(v.clone()));
+        drain(&mut a);
+        assert_eq!(a.hand_over(&s("blog"), &n("c")), Ok(Epoch(2)));
+        drain(&mut a);
+        add_vote(&mut v, "b", 2, "c");
+        add_vote(&mut v, "c", 2, "c");
+        v.members.get_mut(&n("b")).expect("b").beat = Some(beat_of(3, 9, &[("a", 7, 0)]));
+        a.handle(Time(300), Event::View(v.clone()));
+        drain(&mut a);
+        assert_eq!(a.lease_until(&s("blog")), Some(Time(0)), "b followed c");
+        // c dies; the migration gives up.
+        v.members.get_mut(&n("c")).expect("c").alive = false;
+        a.handle(Time(900), Event::View(v.clone()));
+        a.abort_hand_over(&s("blog"));
+        let my_vote = |acts: &[Action]| {
+            acts.iter().find_map(|x| match x {
+                Action::PersistVote { vote, .. } => Some(vote.clone()),
+                _ => None,
+            })
+        };
+        assert_eq!(my_vote(&drain(&mut a)), None, "c's lease may still run");
+        let mut t = Time(900);
+        let mut voted = None;
+        while t < Time(5000) && voted.is_none() {
+            t = a.poll_timeout().expect("a looks again");
+            a.handle(t, Event::Tick);
+            voted = my_vote(&drain(&mut a)).map(|x| (t, x));
+        }
+        let (t, vote) = voted.expect("a votes for itself");
+        assert_eq!((vote.epoch, vote.candidate), (Epoch(3), n("a")));
+        assert_eq!(
+            t,
+            Time(2500),
+            "c was never heard: since a started, 2 s + 0.5 s"
+        );
+        assert_eq!(
+            a.copy(&s("blog")).map(|c| c.1),
+            Some(Epoch(1)),
+            "no majority yet"
+        );
+        // b follows a standing master's own vote (its test below), and
+        // echoes a's newest beat: a claims epoch 3, and holds a lease.
+        add_vote(&mut v, "b", 3, "a");
+        let last = a.beats.next - 1;
+        v.members.get_mut(&n("b")).expect("b").beat = Some(beat_of(3, 10, &[("a", 7, last)]));
+        a.handle(Time(2600), Event::View(v.clone()));
+        assert!(drain(&mut a).contains(&Action::Persist {
+            site: s("blog"),
+            role: Role::Master,
+            epoch: Epoch(3),
+        }));
+        assert_eq!(a.copy(&s("blog")).map(|c| c.1), Some(Epoch(3)));
+        assert!(a.lease_until(&s("blog")).is_some_and(|l| l > Time(2600)));
+
+        // b's side: a stays master at epoch 1 and votes for itself at 3;
+        // b, which followed the hand-over to c, follows once c's lease is
+        // out as far as its echoes go.
+        let mut b = beating("b", vec![blog_copy(Role::Replica, 1, vec![head(5)], 3)]);
+        let mut w = master_view(true);
+        add_vote(&mut w, "a", 2, "c");
+        w.members.get_mut(&n("c")).expect("c").keys =
+            vec![SiteKey::Copy(s("blog"), copy_key(Role::Replica, 1, 5))];
+        b.handle(Time(100), Event::View(w.clone()));
+        assert_eq!(my_vote(&drain(&mut b)).map(|x| x.epoch), Some(Epoch(2)));
+        w.members.get_mut(&n("c")).expect("c").alive = false;
+        w.members
+            .get_mut(&n("a"))
+            .expect("a")
+            .keys
+            .retain(|k| !matches!(k, SiteKey::Vote(..)));
+        add_vote(&mut w, "a", 3, "a");
+        b.handle(Time(1000), Event::View(w.clone()));
+        assert_eq!(my_vote(&drain(&mut b)), None, "c's lease may still run");
+        let mut t = Time(1000);
+        let mut voted = None;
+        while t < Time(5000) && voted.is_none() {
+            t = b.poll_timeout().expect("b looks again");
+            b.handle(t, Event::Tick);
+            voted = my_vote(&drain(&mut b)).map(|x| (t, x));
+        }
+        let (t, vote) = voted.expect("b follows a");
+        assert_eq!((vote.epoch, vote.candidate), (Epoch(3), n("a")));
+        assert_eq!(t, Time(2500));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 # usage: proxy/fuzz/run.sh [SECONDS_PER_TARGET] [TARGET...]
 #   SECONDS_PER_TARGET  default 30
 #   TARGET              default: all of http_request http_response chunked client_hello
+#                       tunnel_header gossip_values
 # The build lands in $CARGO_TARGET_DIR if set, else proxy/fuzz/target.
 # Reproduce a crash: RUSTC_BOOTSTRAP=1 cargo fuzz run TARGET artifacts/TARGET/crash-...
 set -euo pipefail
@@ -17,7 +18,7 @@ if ! [[ $secs =~ ^[0-9]+$ ]] || [ "$secs" -eq 0 ]; then
 fi
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(http_request http_response chunked client_hello tunnel_header)
+    targets=(http_request http_response chunked client_hello tunnel_header gossip_values)
 fi
 
 here=$(cd "$(dirname "$0")" && pwd)

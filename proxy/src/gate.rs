@@ -177,6 +177,13 @@ impl Gates {
         g
     }
 
+    /// Whether this node's lease of `site` runs now (no lease set: yes).
+    pub fn leased(&self, site: &str) -> bool {
+        let gate = self.gate(site);
+        let s = gate.state.lock().expect("gate lock is never poisoned");
+        s.lease.is_none_or(|t| Instant::now() < t)
+    }
+
     /// Sets the end of this node's lease as `site`'s master (`None`: no
     /// end), and releases the work that waited for it if it is renewed.
     pub fn set_lease(&self, site: &str, until: Option<Instant>) {
