@@ -11,8 +11,9 @@
 #                            crashes, partitions (two-way, and one-way in
 #                            either direction), bridges (two sides cut apart,
 #                            a few nodes hearing both) and 1–5% loss episodes.
-#                            8 min 24 s of CPU, 4 min 12 s of wall time on 2
-#                            idle cores (1157 faults; failover p50 2.82 s)
+#                            18 min 12 s of CPU, 9 min 8 s of wall time on 2
+#                            idle cores (1157 faults; failover p50 3.11 s);
+#                            it was 4 min 12 s before the lease's beats
 #   sim/ci-sweep.sh sites-ci the same (its name before it became CI's)
 #   sim/ci-sweep.sh gossip   200 seeds × 20 nodes × 10 simulated minutes,
 #                            membership only, the same fault kinds (≈ 2.6 s of
