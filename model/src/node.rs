@@ -631,16 +631,7 @@ impl Node {
             return Err(format!("this node's copy of '{site}' is not the master"));
         }
         let sv = self.site_view(site);
-        let epoch = sv
-            .votes
-            .iter()
-            .chain(self.votes.get(site))
-            .map(|v| v.epoch)
-            .chain(sv.holders.iter().map(|h| h.copy.epoch))
-            .max()
-            .unwrap_or_default()
-            .max(c.epoch)
-            .next();
+        let epoch = self.next_free_epoch(site, &sv, c.epoch);
         if self.cfg.quorum_guard {
             self.cast_vote(site, epoch, to);
             if self.votes.get(site).is_none_or(|v| v.epoch != epoch) {
@@ -1678,6 +1669,20 @@ impl Node {
         }
     }
 
+    /// The epoch after every one that `site`'s votes (this node's too),
+    /// its holders and this node's copy (at `mine`) have reached.
+    fn next_free_epoch(&self, site: &SiteName, sv: &SiteView, mine: Epoch) -> Epoch {
+        sv.votes
+            .iter()
+            .chain(self.votes.get(site))
+            .map(|v| v.epoch)
+            .chain(sv.holders.iter().map(|h| h.copy.epoch))
+            .max()
+            .unwrap_or_default()
+            .max(mine)
+            .next()
+    }
+
     /// A master whose hand-over did not complete claims the site again
     /// above the epoch it voted for its successor in: those who followed
     /// that vote echo it no more ([`Node::lease_until`]), and the successor
@@ -1704,16 +1709,7 @@ impl Node {
             Some(at) if !stale(at) => at,
             _ if mine.candidate == me && c.resume_at.is_none() => mine.epoch,
             _ if c.handing_over => return,
-            _ => sv
-                .votes
-                .iter()
-                .chain(Some(&mine))
-                .map(|v| v.epoch)
-                .chain(sv.holders.iter().map(|h| h.copy.epoch))
-                .max()
-                .unwrap_or_default()
-                .max(c.epoch)
-                .next(),
+            _ => self.next_free_epoch(site, sv, c.epoch),
         };
         let c = self.copies.get_mut(site).expect("checked above");
         c.resume_at = Some(at);
@@ -2610,6 +2606,22 @@ mod tests {
         assert!(!demotes(&drain(&mut h), "blog"));
     }
 
+    /// Ticks `node` whenever it asks, until it casts a vote (when, and
+    /// which) or `until` passes.
+    fn first_vote(node: &mut Node, until: Time) -> Option<(Time, Vote)> {
+        while let Some(t) = node.poll_timeout().filter(|t| *t < until) {
+            node.handle(t, Event::Tick);
+            let vote = drain(node).into_iter().find_map(|x| match x {
+                Action::PersistVote { vote, .. } => Some(vote),
+                _ => None,
+            });
+            if let Some(v) = vote {
+                return Some((t, v));
+            }
+        }
+        None
+    }
+
     #[test]
     fn a_master_whose_hand_over_failed_claims_the_site_again_above_its_epoch() {
         // Found by the migration tests: a hands blog over to c at epoch 2,
@@ -2639,14 +2651,7 @@ mod tests {
             })
         };
         assert_eq!(my_vote(&drain(&mut a)), None, "c's lease may still run");
-        let mut t = Time(900);
-        let mut voted = None;
-        while t < Time(5000) && voted.is_none() {
-            t = a.poll_timeout().expect("a looks again");
-            a.handle(t, Event::Tick);
-            voted = my_vote(&drain(&mut a)).map(|x| (t, x));
-        }
-        let (t, vote) = voted.expect("a votes for itself");
+        let (t, vote) = first_vote(&mut a, Time(5000)).expect("a votes for itself");
         assert_eq!((vote.epoch, vote.candidate), (Epoch(3), n("a")));
         assert_eq!(
             t,
@@ -2691,14 +2696,7 @@ mod tests {
         add_vote(&mut w, "a", 3, "a");
         b.handle(Time(1000), Event::View(w.clone()));
         assert_eq!(my_vote(&drain(&mut b)), None, "c's lease may still run");
-        let mut t = Time(1000);
-        let mut voted = None;
-        while t < Time(5000) && voted.is_none() {
-            t = b.poll_timeout().expect("b looks again");
-            b.handle(t, Event::Tick);
-            voted = my_vote(&drain(&mut b)).map(|x| (t, x));
-        }
-        let (t, vote) = voted.expect("b follows a");
+        let (t, vote) = first_vote(&mut b, Time(5000)).expect("b follows a");
         assert_eq!((vote.epoch, vote.candidate), (Epoch(3), n("a")));
         assert_eq!(t, Time(2500));
     }
