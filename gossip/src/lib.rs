@@ -11,6 +11,7 @@
 //! holder of a valid certificate can still relay forged state about others:
 //! membership in the cluster CA is trust; see ARCHITECTURE.md.)
 
+mod certs;
 pub mod keys;
 mod mesh;
 pub mod pki;

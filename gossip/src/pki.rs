@@ -322,7 +322,7 @@ pub fn load_identity(dir: &Path, node: &NodeName) -> Result<Identity, PkiError> 
             reason: e.to_string(),
         })?;
 
-    crate::tls::verify_chain(&ca, &chain).map_err(|reason| PkiError::NotSignedByCa {
+    crate::certs::verify_chain(&ca, &chain).map_err(|reason| PkiError::NotSignedByCa {
         path: cert_path.clone(),
         ca: ca_path.clone(),
         reason,
@@ -335,7 +335,7 @@ pub fn load_identity(dir: &Path, node: &NodeName) -> Result<Identity, PkiError> 
             expected: node.to_string(),
         });
     }
-    if !crate::tls::key_matches(&chain[0], &key) {
+    if !crate::certs::key_matches(&chain[0], &key) {
         return Err(PkiError::KeyMismatch {
             key: key_path,
             cert: cert_path,

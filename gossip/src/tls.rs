@@ -10,12 +10,13 @@ use std::sync::Arc;
 
 use rustls::DigitallySignedStruct;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::crypto::WebPkiSupportedAlgorithms;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::ParsedCertificate;
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, SignatureScheme};
 
+use crate::certs::{provider, roots};
 use crate::pki::Identity;
 
 /// The ALPN protocol of the mesh; the suffix is the wire version.
@@ -24,49 +25,6 @@ pub const ALPN: &[u8] = b"ringhost-mesh/1";
 /// The server name every node dials with. It is not checked (see the module
 /// docs); it only has to be a valid name.
 pub(crate) const DIAL_NAME: &str = "mesh.ringhost";
-
-fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
-fn roots(ca: &CertificateDer<'static>) -> Result<RootCertStore, String> {
-    let mut roots = RootCertStore::empty();
-    roots.add(ca.clone()).map_err(|e| e.to_string())?;
-    Ok(roots)
-}
-
-/// Checks that `chain[0]` is signed by `ca` (through `chain[1..]`) and is
-/// fit for both ends of a mesh connection.
-pub(crate) fn verify_chain(
-    ca: &CertificateDer<'static>,
-    chain: &[CertificateDer<'static>],
-) -> Result<(), String> {
-    let roots = roots(ca)?;
-    let end = chain.first().ok_or("empty certificate chain")?;
-    let parsed = ParsedCertificate::try_from(end).map_err(|e| e.to_string())?;
-    rustls::client::verify_server_cert_signed_by_trust_anchor(
-        &parsed,
-        &roots,
-        &chain[1..],
-        UnixTime::now(),
-        provider().signature_verification_algorithms.all,
-    )
-    .map_err(|e| e.to_string())
-}
-
-/// Whether `key` is the private key of `cert`.
-pub(crate) fn key_matches(cert: &CertificateDer<'static>, key: &PrivateKeyDer<'static>) -> bool {
-    let Ok(signing) = provider().key_provider.load_private_key(key.clone_key()) else {
-        return false;
-    };
-    let Some(public) = signing.public_key() else {
-        return false;
-    };
-    let Ok((_, parsed)) = x509_parser::parse_x509_certificate(cert.as_ref()) else {
-        return false;
-    };
-    parsed.public_key().raw == public.as_ref()
-}
 
 /// Accepts a server whose chain leads to the cluster CA, whatever its name.
 #[derive(Debug)]
