@@ -13,6 +13,7 @@
 mod error;
 mod mem;
 mod parse;
+mod rules;
 mod store;
 mod types;
 mod zfs;
@@ -23,9 +24,10 @@ pub use parse::{
     STREAM_HEADER_LEN, parse_get_output, parse_snapshot_list, parse_zfs_stream_header,
     stream_snapshot_name,
 };
+pub use rules::check_receive;
 pub use store::{SendStream, SnapshotStore};
 pub use types::{
     Changed, FINGERPRINT_MAX_ENTRIES, Guid, SNAPSHOT_PREFIX, Snapshot, Stash, StreamHeader,
-    TreeFingerprint, check_receive, newest_common, snapshot_name, tree_fingerprint,
+    TreeFingerprint, newest_common, snapshot_name, tree_fingerprint,
 };
 pub use zfs::{EmbeddedPool, Features, ZfsConfig, ZfsStore};

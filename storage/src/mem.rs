@@ -29,10 +29,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use model::SiteName;
 
 use crate::error::{Error, Result};
+use crate::rules::{check_receive, check_rel_path};
 use crate::store::{SendStream, SnapshotStore};
-use crate::types::{
-    Changed, Guid, Snapshot, Stash, StreamHeader, check_receive, check_rel_path, snapshot_name,
-};
+use crate::types::{Changed, Guid, Snapshot, Stash, StreamHeader, snapshot_name};
 
 type Files = BTreeMap<PathBuf, Arc<Vec<u8>>>;
 

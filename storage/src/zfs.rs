@@ -32,8 +32,9 @@ use tracing::debug;
 use crate::error::{Error, Result};
 use crate::parse::{STREAM_HEADER_LEN, parse_get_output, parse_snapshot_list};
 use crate::parse::{parse_zfs_stream_header, stream_snapshot_name};
+use crate::rules::{check_receive, check_rel_path};
 use crate::store::{SendStream, SnapshotStore};
-use crate::types::{Changed, Guid, Snapshot, Stash, check_receive, check_rel_path, snapshot_name};
+use crate::types::{Changed, Guid, Snapshot, Stash, snapshot_name};
 
 /// Where the binaries are and which datasets and directories to use.
 #[derive(Clone, Debug)]
