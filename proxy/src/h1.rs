@@ -20,13 +20,14 @@ use tokio::time::{Instant, timeout, timeout_at};
 use tracing::debug;
 
 use crate::chunked::ChunkedDecoder;
+use crate::engine::{ConnectError, Proxy};
 use crate::gate::{InFlight, Pass};
 use crate::http::{
     HttpError, Method, RequestBody, RequestHead, ResponseBody, parse_request, parse_response,
+    reason,
 };
 use crate::pool::{IO_BUF, Upstream, UpstreamKey};
 use crate::routes::{Backend, Resolved, Target};
-use crate::server::{ConnectError, Proxy};
 use crate::tunnel::{Protocol, TunnelHeader};
 
 /// The initial head buffer; it grows up to the head limit when needed.
@@ -601,7 +602,7 @@ where
             }
             up.buf.clear();
         }
-        let splice = crate::server::splice(&mut self.r, &mut self.w, &mut up.r, &mut up.w);
+        let splice = crate::splice::splice(&mut self.r, &mut self.w, &mut up.r, &mut up.w);
         let closed = match self.in_flight.as_mut() {
             // A migration's drain timeout closes an upgraded connection
             // (a WebSocket) rather than let it hold the pause open.
@@ -619,7 +620,7 @@ where
         if closed && let Some(g) = self.in_flight.take() {
             debug!(client = %self.peer, "upgraded connection closed for a site migration");
             drop(up);
-            crate::server::end_for_migration(&mut self.r, &mut self.w, g).await;
+            crate::splice::end_for_migration(&mut self.r, &mut self.w, g).await;
         }
     }
 }
@@ -754,7 +755,7 @@ async fn relay_response<R, W>(
     ubuf: &mut Vec<u8>,
     w: &mut W,
     method: Method,
-    cfg: &crate::server::ProxyConfig,
+    cfg: &crate::engine::ProxyConfig,
 ) -> Result<Exchanged, Failure>
 where
     R: AsyncRead + Unpin + ?Sized,
@@ -887,28 +888,4 @@ fn html_escape(s: &str) -> String {
         }
     }
     out
-}
-
-pub(crate) fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        206 => "Partial Content",
-        301 => "Moved Permanently",
-        304 => "Not Modified",
-        400 => "Bad Request",
-        403 => "Forbidden",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        408 => "Request Timeout",
-        416 => "Range Not Satisfiable",
-        421 => "Misdirected Request",
-        431 => "Request Header Fields Too Large",
-        500 => "Internal Server Error",
-        501 => "Not Implemented",
-        502 => "Bad Gateway",
-        503 => "Service Unavailable",
-        504 => "Gateway Timeout",
-        505 => "HTTP Version Not Supported",
-        _ => "",
-    }
 }

@@ -15,6 +15,7 @@
 //! giving up, so a client cannot make the proxy buffer without limit.
 
 pub mod chunked;
+mod engine;
 pub mod gate;
 mod h1;
 pub mod host;
@@ -25,12 +26,13 @@ pub mod route;
 pub mod routes;
 pub mod runtime;
 mod server;
+mod splice;
 pub mod static_files;
 pub mod testing;
 pub mod tls;
 pub mod tunnel;
 
+pub use engine::{DEFAULT_MAX_CONNECTIONS, Proxy, ProxyConfig, fit_to_fd_limit, raise_fd_limit};
 pub use gate::{GateLimits, Gates, InFlight, Pass, Redirect};
 pub use routes::{Backend, Resolved, Routes, Target};
-pub use server::{DEFAULT_MAX_CONNECTIONS, Proxy, ProxyConfig, fit_to_fd_limit, raise_fd_limit};
 pub use tunnel::{BoxFuture, BoxRead, BoxWrite, Protocol, TunnelHeader, Tunnels};

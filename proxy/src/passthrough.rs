@@ -10,8 +10,9 @@ use tokio::net::TcpStream;
 use tokio::time::timeout_at;
 use tracing::{debug, info};
 
+use crate::engine::{Proxy, TlsRoute};
 use crate::gate::Pass;
-use crate::server::{Proxy, TlsRoute, splice};
+use crate::splice::splice;
 use crate::tls::{DEFAULT_MAX_HELLO_LEN, parse_client_hello};
 use crate::tunnel::{Protocol, TunnelHeader};
 
@@ -145,6 +146,6 @@ async fn local<R, W>(
     if closed {
         debug!(site, "TLS connection closed for a site migration");
         drop(backend);
-        crate::server::end_for_migration(r, w, in_flight).await;
+        crate::splice::end_for_migration(r, w, in_flight).await;
     }
 }

@@ -407,7 +407,7 @@ async fn simple<W: AsyncWrite + Unpin + ?Sized>(
     is_head: bool,
     keep_alive: bool,
 ) -> io::Result<()> {
-    let body = format!("{status} {}\n", crate::h1::reason(status));
+    let body = format!("{status} {}\n", crate::http::reason(status));
     let mut all: Vec<(&str, &str)> = vec![("Content-Type", "text/plain; charset=utf-8")];
     all.extend_from_slice(extra);
     let body = if is_head { None } else { Some(body.as_bytes()) };
@@ -432,7 +432,7 @@ async fn write_head<W: AsyncWrite + Unpin + ?Sized>(
     keep_alive: bool,
 ) -> io::Result<()> {
     let mut out = String::with_capacity(256);
-    let _ = write!(out, "HTTP/1.1 {status} {}\r\n", crate::h1::reason(status));
+    let _ = write!(out, "HTTP/1.1 {status} {}\r\n", crate::http::reason(status));
     // HTTP requires a Date on responses from a server with a clock; this is
     // the one place the proxy reads the wall clock.
     #[allow(clippy::disallowed_methods)]

@@ -18,7 +18,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tracing::debug;
 
-use crate::server::Proxy;
+use crate::engine::Proxy;
 use crate::tunnel::{BoxFuture, BoxRead, BoxWrite, TunnelHeader, Tunnels, read_header};
 
 /// Tunnels between [`Proxy`] instances of one process.
