@@ -2,7 +2,7 @@
 //! simulated time and a simulated network, under seeded faults.
 //!
 //! Each node runs real chitchat ([`chitchat::spawn_chitchat`]) over
-//! [`net::SimTransport`]; a simulation runs on a tokio current-thread
+//! [`transport::SimTransport`]; a simulation runs on a tokio current-thread
 //! runtime with paused time, so a seed fixes every delay, loss, fault and
 //! (through [`entropy`]) every random draw inside chitchat, std and tokio.
 //! Same seed ⇒ same trace, byte for byte; a failure prints the seed and the
@@ -13,6 +13,7 @@
 //! `spawn_blocking` inside a simulation; decisions iterate `BTreeMap`s.
 //! Nothing in ringhost depends on this crate.
 
+mod addr;
 pub mod entropy;
 pub mod net;
 pub mod node;
@@ -20,6 +21,7 @@ pub mod rng;
 pub mod sim;
 pub mod sites;
 pub mod trace;
+pub mod transport;
 mod world;
 
 pub use net::{LinkConfig, NetStats};

@@ -13,7 +13,7 @@
 //!   roles) lives in the site layer and survives too.
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -22,11 +22,12 @@ use model::GossipSettings;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::net::SimTransport;
+pub use crate::addr::{GOSSIP_PORT, node_index, node_ip};
+use crate::transport::SimTransport;
 use crate::world::{Shared, lock};
 
-/// The gossip port every simulated node listens on.
-pub const GOSSIP_PORT: u16 = 7280;
+/// gossip's `node:left` key.
+pub(crate) const LEFT_KEY: &str = "node:left";
 
 /// What every node of one simulation shares to start chitchat.
 #[derive(Clone)]
@@ -77,28 +78,6 @@ impl fmt::Debug for SimNode {
             .field("generation", &self.generation)
             .field("state", &state)
             .finish()
-    }
-}
-
-/// The address of node `index`: `10.0.x.y`, an IP address so that chitchat
-/// never resolves a host name.
-pub fn node_ip(index: usize) -> IpAddr {
-    let n = index + 1;
-    assert!(n < 1 << 16, "at most 65535 simulated nodes");
-    IpAddr::V4(Ipv4Addr::new(10, 0, (n >> 8) as u8, (n & 0xff) as u8))
-}
-
-/// The index of the simulated node at `addr`, the inverse of [`node_ip`]
-/// on the gossip port.
-pub fn node_index(addr: SocketAddr) -> Option<usize> {
-    match addr.ip() {
-        IpAddr::V4(ip) if addr.port() == GOSSIP_PORT => match ip.octets() {
-            [10, 0, hi, lo] if (hi, lo) != (0, 0) => {
-                Some((usize::from(hi) << 8 | usize::from(lo)) - 1)
-            }
-            _ => None,
-        },
-        _ => None,
     }
 }
 
@@ -203,7 +182,7 @@ impl SimNode {
             .lock()
             .await
             .self_node_state()
-            .set(crate::sites::LEFT_KEY, "1");
+            .set(LEFT_KEY, "1");
         // The server's exit status does not matter: the node is gone.
         let _ = running.chitchat.shutdown().await;
         lock(world).net.close(self.addr);

@@ -21,11 +21,12 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::entropy;
-use crate::net::{Cut, LinkConfig, NetStats, Network, SimTransport, deliver_forever};
+use crate::net::{Cut, LinkConfig, NetStats, Network};
 use crate::node::{NodeContext, SimNode, node_ip};
 use crate::rng::SimRng;
 use crate::sites::{SiteEvent, SiteLayer, SiteSettings, SiteStats};
 use crate::trace::Trace;
+use crate::transport::{SimTransport, deliver_forever};
 use crate::world::{
     Bounds, Departure, DepartureKind, Membership, Shared, Short, Violation, World, lock,
 };

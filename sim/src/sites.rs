@@ -42,14 +42,13 @@ use model::{
 };
 use storage::{Guid, MemStore, SnapshotStore};
 
-use crate::node::{SimNode, node_ip};
+use crate::addr::node_ip;
+use crate::node::{LEFT_KEY, SimNode};
 use crate::rng::SimRng;
 use crate::world::{Shared, Violation, lock};
 
 /// Where a site's spec lives inside its dataset (the daemon's `SPEC_FILE`).
 const SPEC_FILE: &str = ".ringhost/site.toml";
-/// gossip's `node:left` key.
-pub(crate) const LEFT_KEY: &str = "node:left";
 
 /// A deliberately broken variant, to show the invariants have teeth.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -16,8 +16,8 @@ use std::time::Duration;
 use chitchat::ChitchatId;
 use tokio::time::Instant;
 
+use crate::addr::node_index;
 use crate::net::Network;
-use crate::node::node_index;
 use crate::trace::Trace;
 
 pub(crate) type Shared = Arc<Mutex<World>>;
