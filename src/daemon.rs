@@ -7,7 +7,6 @@
 //! undoes the earlier ones when it fails.
 
 use std::fs;
-use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -19,8 +18,8 @@ use tracing::info;
 use crate::admin;
 use crate::cli::NodeArgs;
 use crate::config::{FileConfig, NodeSettings, Overrides, StorageKind};
-use crate::sites::Sites;
-use crate::{EXIT_BIND, EXIT_CERT, EXIT_CONFIG, EXIT_RUNTIME, EXIT_STORAGE, Fail, FailCode};
+use crate::fail::{EXIT_BIND, EXIT_CERT, EXIT_CONFIG, EXIT_RUNTIME, EXIT_STORAGE, Fail, FailCode};
+use crate::files::write_atomic;
 
 /// What `DIR/ready.json` holds once the node serves: the addresses it
 /// actually bound (useful when it was given port 0).
@@ -225,7 +224,7 @@ async fn serve(
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
     node_cfg.beat_interval = s.gossip.interval;
-    let (sites, driver) = match Sites::start(
+    let (sites, driver) = match crate::driver::start(
         node_cfg,
         s.prune,
         storage.store.clone(),
@@ -240,6 +239,8 @@ async fn serve(
             return Err(e).code(EXIT_STORAGE);
         }
     };
+    // The migrations this node ran, as `site show` lists them.
+    crate::migrate::publish_history(&sites).await;
     let serving = match crate::serving::Serving::start(
         sites.clone(),
         listeners,
@@ -267,7 +268,7 @@ async fn serve(
                     let Some(s) = s else { break };
                     let sites = stream_sites.clone();
                     let proxy = stream_proxy.clone();
-                    tasks.spawn(crate::serving::dispatch_stream(s, sites, proxy));
+                    tasks.spawn(crate::mesh_server::dispatch_stream(s, sites, proxy));
                 }
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             }
@@ -414,23 +415,4 @@ impl DataDir {
     fn remove_ready(&self) {
         let _ = fs::remove_file(self.ready_path());
     }
-}
-
-/// Writes a whole file under a temporary name, then renames it into place,
-/// so readers never see half of it.
-pub fn write_atomic(path: &Path, body: &[u8]) -> anyhow::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut f = fs::OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    f.write_all(body)
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    f.sync_all()
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
 }

@@ -5,11 +5,15 @@ mod admin;
 mod cli;
 mod config;
 mod daemon;
+mod driver;
+mod fail;
+mod files;
+mod mesh_server;
 mod migrate;
+mod migration_log;
 mod push;
 mod rpc;
 mod serving;
-mod site_api;
 mod site_cli;
 mod sites;
 
@@ -17,33 +21,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use cli::{Cli, Command, TlsCommand};
-
-/// An error with the exit code it maps to (see `cli::EXIT_CODES`).
-#[derive(Debug)]
-pub struct Fail {
-    pub code: u8,
-    pub err: anyhow::Error,
-}
-
-pub trait FailCode<T> {
-    fn code(self, code: u8) -> Result<T, Fail>;
-}
-
-impl<T, E: Into<anyhow::Error>> FailCode<T> for Result<T, E> {
-    fn code(self, code: u8) -> Result<T, Fail> {
-        self.map_err(|e| Fail {
-            code,
-            err: e.into(),
-        })
-    }
-}
-
-pub const EXIT_RUNTIME: u8 = 1;
-pub const EXIT_CONFIG: u8 = 2;
-pub const EXIT_CERT: u8 = 3;
-pub const EXIT_BIND: u8 = 4;
-pub const EXIT_NO_NODE: u8 = 5;
-pub const EXIT_STORAGE: u8 = 6;
+use fail::{EXIT_CERT, EXIT_CONFIG, Fail, FailCode};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -33,9 +33,9 @@ use std::time::{Duration, Instant};
 use model::election::{Head, Role};
 use model::{Epoch, NodeName, SiteName};
 use proxy::{Backend, Target};
-use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
+use crate::migration_log::{HISTORY_KEPT, HISTORY_PREFIX, Log, Progress, Record, Report};
 use crate::rpc::{self, CopyReply, Reply, Request};
 use crate::sites::{MigrationEvent, Sites};
 
@@ -57,94 +57,8 @@ const ROUND_TIMEOUT: Duration = Duration::from_secs(900);
 const RESUME_LEASE_WAIT: Duration = Duration::from_secs(10);
 /// How long the old master forwards arrivals after every view caught up.
 const REDIRECT_LINGER: Duration = Duration::from_secs(30);
-/// Migrations of a site a node keeps (those it ran as the site's master),
-/// and `site show` lists.
-pub const HISTORY_KEPT: usize = 5;
-/// Where a node keeps them, in its data dir.
-pub const HISTORY_FILE: &str = "migrations.json";
-/// The gossip key that publishes them: `migrations:<site>`.
-pub const HISTORY_PREFIX: &str = "migrations:";
 /// How often a pre-copy round reports the bytes sent so far.
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
-
-/// One step of a migration, as `site migrate --json` prints it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "event", rename_all = "snake_case")]
-pub enum Progress {
-    Started {
-        site: String,
-        from: String,
-        to: String,
-        epoch: u64,
-    },
-    /// A pre-copy round under way: `bytes` sent to the target so far in
-    /// this round, of about `total` (the site's size, when the target
-    /// takes a full copy; unknown for an incremental round). Sent every
-    /// [`PROGRESS_EVERY`]; a log keeps only the latest (`Log::copying`).
-    Copying {
-        round: u32,
-        bytes: u64,
-        total: Option<u64>,
-    },
-    /// A pre-copy round: the target holds snapshot `seq`; `bytes` went to
-    /// it in this round.
-    Copied {
-        round: u32,
-        bytes: u64,
-        seq: u64,
-        ms: u64,
-    },
-    /// The gate holds new work; `in_flight` requests are still running.
-    Paused {
-        in_flight: usize,
-    },
-    /// In-flight work ended (`all_ended`), or was asked to close.
-    Drained {
-        ms: u64,
-        all_ended: bool,
-    },
-    /// The command stopped and the final snapshot was taken.
-    Stopped {
-        seq: u64,
-        ms: u64,
-    },
-    /// The target serves at the next epoch; the queue goes to it.
-    HandedOver {
-        final_bytes: u64,
-        ms: u64,
-    },
-    Done(Report),
-    Failed {
-        error: String,
-        resumed_on: String,
-    },
-}
-
-/// The figures of a finished migration.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Report {
-    pub site: String,
-    pub from: String,
-    pub to: String,
-    pub epoch: u64,
-    /// From the gate's pause to its release to the target.
-    pub pause_ms: f64,
-    pub final_delta_bytes: u64,
-    pub precopy_rounds: u32,
-    pub precopy_bytes: u64,
-    pub total_ms: f64,
-}
-
-/// A migration's events as this node saw them.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Log {
-    pub events: Vec<Progress>,
-    pub done: bool,
-    /// The running pre-copy round's bytes so far (a `copying` event), until
-    /// the round ends.
-    #[serde(default)]
-    pub copying: Option<Progress>,
-}
 
 fn record(sites: &Sites, site: &SiteName, p: &Progress) {
     let mut m = sites.migrations.lock().expect("migrations lock");
@@ -158,35 +72,6 @@ fn record(sites: &Sites, site: &SiteName, p: &Progress) {
         log.done = true;
     }
     log.events.push(p.clone());
-}
-
-/// One migration as `site show` lists it: recorded by the node that ran it
-/// (the site's master when it began).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Record {
-    pub from: String,
-    pub to: String,
-    /// When it began, Unix milliseconds (the source's clock).
-    pub started_ms: u64,
-    /// `"done"` (the target serves), or `"failed"` (nothing moved: the
-    /// site resumed on `resumed_on`, its queue released there).
-    pub outcome: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resumed_on: Option<String>,
-    /// The target's new epoch (done), or the source's (failed).
-    pub epoch: u64,
-    /// How long the gate held requests; null if it never paused.
-    pub pause_ms: Option<f64>,
-    /// Bytes of the last delta; null unless done.
-    pub final_delta_bytes: Option<u64>,
-    pub precopy_rounds: u32,
-    pub precopy_bytes: u64,
-    pub total_ms: f64,
-    /// The site's incarnation (its spec id): a site deleted and created
-    /// again under the same name does not inherit the old one's records.
-    pub spec_id: u64,
 }
 
 /// What [`orchestrate`] saw of its own events, for the record.
@@ -253,28 +138,6 @@ pub async fn publish_history(sites: &Sites) {
             .set(&format!("{HISTORY_PREFIX}{site}"), &value)
             .await;
     }
-}
-
-/// The last [`HISTORY_KEPT`] migrations of `site` (incarnation `spec_id`,
-/// if known) that any member gossips, oldest first.
-pub fn history_of(raw: &gossip::ClusterView, site: &SiteName, spec_id: Option<u64>) -> Vec<Record> {
-    let key = format!("{HISTORY_PREFIX}{site}");
-    let mut all: Vec<Record> = Vec::new();
-    for m in &raw.members {
-        if let Some(v) = m.keys.get(&key)
-            && let Ok(list) = serde_json::from_str::<Vec<Record>>(v)
-        {
-            for r in list {
-                if spec_id.is_none_or(|id| id == r.spec_id) && !all.contains(&r) {
-                    all.push(r);
-                }
-            }
-        }
-    }
-    all.sort_by(|a, b| (a.started_ms, &a.from).cmp(&(b.started_ms, &b.from)));
-    let extra = all.len().saturating_sub(HISTORY_KEPT);
-    all.drain(..extra);
-    all
 }
 
 /// Bytes of the files under `dir` (a site's size, for a full copy's
@@ -1060,146 +923,4 @@ async fn takeover(
     }
     info!(%site, epoch, ms = t0.elapsed().as_millis() as u64, "took the site over");
     Reply::ok()
-}
-
-/// `POST /v1/sites/NAME/migrate` with `{"to": "NODE"}`: starts a
-/// migration; 202 once started (follow it with `GET .../migration`).
-pub async fn admin_start(
-    sites: &Sites,
-    name: &str,
-    body: hyper::body::Incoming,
-) -> hyper::Response<crate::admin::Body> {
-    use http_body_util::BodyExt;
-    use hyper::StatusCode;
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct Ask {
-        to: String,
-    }
-    let err = |status: StatusCode, msg: String| {
-        crate::admin::json(status, &serde_json::json!({ "error": msg }))
-    };
-    let site: SiteName = match name.parse() {
-        Ok(s) => s,
-        Err(e) => return err(StatusCode::BAD_REQUEST, format!("{e}")),
-    };
-    let bytes = match body.collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) => {
-            return err(
-                StatusCode::BAD_REQUEST,
-                format!("cannot read the request: {e}"),
-            );
-        }
-    };
-    let ask: Ask = match serde_json::from_slice(&bytes) {
-        Ok(a) => a,
-        Err(e) => return err(StatusCode::BAD_REQUEST, format!("invalid request: {e}")),
-    };
-    let to: NodeName = match ask.to.parse() {
-        Ok(n) => n,
-        Err(e) => return err(StatusCode::BAD_REQUEST, format!("{e}")),
-    };
-    let view = crate::sites::model_view(&sites.gossip.view().borrow());
-    if model::holders(&view, &site).is_empty() {
-        return err(StatusCode::NOT_FOUND, format!("no site named '{site}'"));
-    }
-    match start(sites, site, to).await {
-        Ok(()) => crate::admin::json(
-            StatusCode::ACCEPTED,
-            &serde_json::json!({ "started": true }),
-        ),
-        Err((code, msg)) => err(
-            StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-            msg,
-        ),
-    }
-}
-
-/// `GET /v1/sites/NAME/migration`: the events of the site's last
-/// migration seen by this node.
-pub fn admin_log(sites: &Sites, name: &str) -> hyper::Response<crate::admin::Body> {
-    use hyper::StatusCode;
-    let log = name.parse::<SiteName>().ok().and_then(|s| {
-        sites
-            .migrations
-            .lock()
-            .expect("migrations lock")
-            .get(&s)
-            .cloned()
-    });
-    match log {
-        Some(l) => crate::admin::json(StatusCode::OK, &l),
-        None => crate::admin::json(
-            StatusCode::NOT_FOUND,
-            &serde_json::json!({ "error": format!("no migration of '{name}' on this node") }),
-        ),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn rec(from: &str, started_ms: u64, spec_id: u64) -> Record {
-        Record {
-            from: from.into(),
-            to: "x".into(),
-            started_ms,
-            outcome: "done".into(),
-            error: None,
-            resumed_on: None,
-            epoch: 1,
-            pause_ms: Some(1.0),
-            final_delta_bytes: Some(1),
-            precopy_rounds: 1,
-            precopy_bytes: 1,
-            total_ms: 2.0,
-            spec_id,
-        }
-    }
-
-    fn member(name: &str, records: &[Record]) -> gossip::Member {
-        gossip::Member {
-            name: name.parse().expect("name"),
-            state: gossip::MemberState::Alive,
-            generation: 1,
-            mesh_addr: "127.0.0.1:1".parse().expect("addr"),
-            zone: None,
-            version: String::new(),
-            proxy: gossip::ProxyAddrs::default(),
-            capacity: 100,
-            is_self: false,
-            keys: [(
-                format!("{HISTORY_PREFIX}s"),
-                serde_json::to_string(records).expect("json"),
-            )]
-            .into_iter()
-            .collect(),
-        }
-    }
-
-    #[test]
-    fn history_merges_every_members_records_newest_last_bounded_and_of_one_incarnation() {
-        let site: SiteName = "s".parse().expect("site");
-        let a: Vec<Record> = (0..4).map(|i| rec("a", 10 * i, 7)).collect();
-        let mut b: Vec<Record> = (0..4).map(|i| rec("b", 10 * i + 5, 7)).collect();
-        // An older incarnation's record, and one relayed twice.
-        b.push(rec("b", 1_000, 6));
-        b.push(a[3].clone());
-        let view = gossip::ClusterView {
-            members: vec![member("n1", &a), member("n2", &b)],
-        };
-        let h = history_of(&view, &site, Some(7));
-        let got: Vec<(&str, u64)> = h.iter().map(|r| (r.from.as_str(), r.started_ms)).collect();
-        assert_eq!(
-            got,
-            [("b", 15), ("a", 20), ("b", 25), ("a", 30), ("b", 35)],
-            "the last {HISTORY_KEPT}, oldest first, once each, of incarnation 7"
-        );
-        // Unknown incarnation: every record counts.
-        let h = history_of(&view, &site, None);
-        assert_eq!(h.last().map(|r| r.started_ms), Some(1_000));
-        assert_eq!(h.len(), HISTORY_KEPT);
-    }
 }

@@ -9,7 +9,7 @@
 //! A stream that starts with [`TUNNEL_STREAM`] instead is a proxy tunnel:
 //! the proxy's `TunnelHeader` (proxy/src/tunnel.rs, version 1) follows,
 //! then the client's bytes. The master hands it to `Proxy::serve_tunnel`
-//! (`serving::dispatch_stream`).
+//! (`mesh_server::dispatch_stream`).
 
 use anyhow::{Context, bail};
 use model::{NodeName, SiteName, SiteSpec};
@@ -40,7 +40,7 @@ pub enum Request {
     /// the log's bytes until the stream ends.
     Log { site: SiteName },
     /// Live migration, to the site's master: "move `site` to `to`".
-    /// Answer: [`crate::migrate::Progress`] frames until the last one.
+    /// Answer: [`crate::migration_log::Progress`] frames until the last one.
     Migrate { site: SiteName, to: NodeName },
     /// Live migration, to the target: "keep a copy of `site`" (`unpin`:
     /// stop wanting it). Answer: [`Reply`].

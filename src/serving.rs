@@ -14,7 +14,7 @@
 //!   every snapshot interval and handed to the site driver.
 //! - **Tunnels**: `proxy::Tunnels` over mesh streams. A tunnel stream
 //!   starts with [`rpc::TUNNEL_STREAM`], then the proxy's `TunnelHeader`;
-//!   [`dispatch_stream`] tells it from a request stream (which starts with
+//!   `mesh_server::dispatch_stream` tells it from a request stream (which starts with
 //!   0) and hands it to `Proxy::serve_tunnel`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -24,11 +24,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock, OnceLock};
 use std::time::Duration;
 
-use gossip::{Gossip, IncomingStream, MeshStream};
+use gossip::{Gossip, MeshStream};
 use model::{NodeName, Runtime, SiteKey, SiteName, SiteSpec, View};
 use proxy::runtime::{CommandRuntime, CommandSpec, RuntimeState};
 use proxy::{Backend, BoxFuture, BoxRead, BoxWrite, Proxy, ProxyConfig, Routes, Target};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, broadcast, watch};
 use tokio::task::JoinHandle;
@@ -162,38 +162,6 @@ impl proxy::Tunnels for MeshTunnels {
             Ok((s.reader, s.writer))
         })
     }
-}
-
-/// Serves one stream a peer opened: a tunnel goes to the proxy, anything
-/// else to the site driver's request handler.
-pub async fn dispatch_stream(incoming: IncomingStream, sites: Sites, proxy: Proxy) {
-    let IncomingStream { peer, addr, stream } = incoming;
-    let MeshStream {
-        mut reader,
-        mut writer,
-    } = stream;
-    let mut first = [0u8; 1];
-    if reader.read_exact(&mut first).await.is_err() {
-        return;
-    }
-    if first[0] == rpc::TUNNEL_STREAM {
-        match proxy::tunnel::read_header(&mut reader).await {
-            Ok(h) => proxy.serve_tunnel(h, reader, writer).await,
-            Err(e) => {
-                warn!(%peer, %addr, error = %e, "bad tunnel header on a mesh stream");
-                let _ = writer.shutdown().await;
-            }
-        }
-        return;
-    }
-    let reader: BoxRead = Box::new(std::io::Cursor::new(first).chain(reader));
-    sites
-        .serve_stream(IncomingStream {
-            peer,
-            addr,
-            stream: MeshStream { reader, writer },
-        })
-        .await;
 }
 
 /// The running serving side of a node.
@@ -854,85 +822,6 @@ pub async fn serve_log(site: &SiteName, s: &mut MeshStream) -> anyhow::Result<()
         }
     }
     Ok(())
-}
-
-/// `GET /v1/sites/NAME/log`: the end of the runtime log, from the site's
-/// master (this node, or asked over the mesh).
-pub async fn log(sites: &Sites, name: &str) -> hyper::Response<crate::admin::Body> {
-    use hyper::StatusCode;
-    let text = |status: StatusCode, body: Vec<u8>| {
-        let mut r = hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from(body)));
-        *r.status_mut() = status;
-        r.headers_mut().insert(
-            hyper::header::CONTENT_TYPE,
-            hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
-        r
-    };
-    let err = |status: StatusCode, msg: String| {
-        crate::admin::json(status, &serde_json::json!({ "error": msg }))
-    };
-    let Ok(site) = name.parse::<SiteName>() else {
-        return err(
-            StatusCode::BAD_REQUEST,
-            format!("invalid site name '{name}'"),
-        );
-    };
-    let view = model_view(&sites.gossip.view().borrow());
-    if !current_specs(&view).contains_key(&site) {
-        return err(StatusCode::NOT_FOUND, format!("no site '{site}'"));
-    }
-    let master = model::serving_master(&view, &site).map(|(n, _)| n);
-    if master.as_ref().is_none_or(|m| *m == sites.me) {
-        // Master here, or no master: this node's log, if it has one.
-        let s2 = site.clone();
-        return match tokio::task::spawn_blocking(move || read_log_tail(&s2)).await {
-            Ok(Ok(Some(b))) => text(StatusCode::OK, b),
-            Ok(Ok(None)) => err(
-                StatusCode::NOT_FOUND,
-                format!("site '{site}' has no runtime log on this node"),
-            ),
-            Ok(Err(e)) => err(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("cannot read the log of site '{site}': {e}"),
-            ),
-            Err(e) => err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-        };
-    }
-    let Some(master) = master else {
-        return err(StatusCode::SERVICE_UNAVAILABLE, "no master".into());
-    };
-    let fetch = async {
-        let mut s = sites
-            .gossip
-            .open_stream(&master)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot reach master {master}: {e}"))?;
-        rpc::write_frame(&mut s.writer, &rpc::Request::Log { site: site.clone() }).await?;
-        let reply: Reply = rpc::read_frame(&mut s.reader).await?;
-        let mut body = Vec::new();
-        if reply.ok {
-            (&mut s.reader)
-                .take(LOG_TAIL)
-                .read_to_end(&mut body)
-                .await?;
-        }
-        anyhow::Ok((reply, body))
-    };
-    match tokio::time::timeout(Duration::from_secs(10), fetch).await {
-        Ok(Ok((r, body))) if r.ok => text(StatusCode::OK, body),
-        Ok(Ok((r, _))) => err(
-            r.status
-                .and_then(|s| StatusCode::from_u16(s).ok())
-                .unwrap_or(StatusCode::BAD_GATEWAY),
-            format!("{} (on {master})", r.error.unwrap_or_default()),
-        ),
-        Ok(Err(e)) => err(StatusCode::BAD_GATEWAY, format!("{e:#}")),
-        Err(_) => err(
-            StatusCode::GATEWAY_TIMEOUT,
-            format!("{master} did not send the log within 10 s"),
-        ),
-    }
 }
 
 /// Notes the process group of a site's running command, so that the next

@@ -8,10 +8,10 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::{Method, StatusCode};
 
-use crate::admin::{ClientBody, EmptyBody, call, call_with, say};
+use crate::admin::client::{ClientBody, EmptyBody, call, call_with, say};
+use crate::admin::sites::{CreateSite, SiteInfo, SiteList};
 use crate::cli::SiteCommand;
-use crate::site_api::{CreateSite, SiteInfo, SiteList};
-use crate::{EXIT_CONFIG, EXIT_RUNTIME, Fail, FailCode};
+use crate::fail::{EXIT_CONFIG, EXIT_RUNTIME, Fail, FailCode};
 
 pub const EXIT_REFUSED: u8 = 7;
 
@@ -317,7 +317,7 @@ fn utc(ms: u64) -> String {
 }
 
 /// One migration of `site show`'s list.
-fn migration_line(m: &crate::migrate::Record) -> String {
+fn migration_line(m: &crate::migration_log::Record) -> String {
     let mib = |b: u64| b as f64 / (1 << 20) as f64;
     let outcome = match (&m.outcome[..], &m.resumed_on, &m.error) {
         ("done", ..) => format!("done (epoch {})", m.epoch),
@@ -365,7 +365,7 @@ fn progress_bar(round: u32, bytes: u64, total: Option<u64>) -> String {
 
 /// `site migrate`: starts the migration, then follows its events.
 fn migrate(data_dir: &Path, name: &str, to: &str, json: bool) -> Result<(), Fail> {
-    use crate::migrate::{Log, Progress};
+    use crate::migration_log::{Log, Progress};
     let ask = serde_json::to_vec(&serde_json::json!({ "to": to }))
         .context("encoding")
         .code(EXIT_RUNTIME)?;

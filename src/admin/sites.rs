@@ -10,7 +10,7 @@ use model::election::Role;
 use model::{NodeName, Runtime, SiteKey, SiteName, SiteSpec, View};
 use serde::{Deserialize, Serialize};
 
-use crate::admin::{Body, json};
+use super::reply::{Body, json};
 use crate::rpc::{self, Reply, Request};
 use crate::sites::{STASH_PREFIX, Sites, model_view};
 
@@ -40,7 +40,7 @@ pub struct SiteInfo {
     pub stashes: Vec<StashInfo>,
     /// The site's last migrations, oldest first (docs/admin-api.md).
     #[serde(default)]
-    pub migrations: Vec<crate::migrate::Record>,
+    pub migrations: Vec<crate::migration_log::Record>,
     /// This node's copy and how it sees the election (`site show` only;
     /// absent when this node holds no copy).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -251,7 +251,7 @@ fn site_infos(sites: &Sites, view: &View, raw: &gossip::ClusterView) -> Vec<Site
                 })
                 .collect(),
             stashes,
-            migrations: crate::migrate::history_of(raw, &site, spec.map(|s| s.id)),
+            migrations: crate::migration_log::history_of(raw, &site, spec.map(|s| s.id)),
             local: None,
         });
     }
