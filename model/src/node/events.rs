@@ -1,0 +1,280 @@
+//! Taking events in: [`Node::handle`], and the outcomes of the actions
+//! the driver ran.
+
+use super::state::{Copy, Node, TakeOver};
+use super::types::{Action, Event, NodeConfig, Outcome, PullError, View};
+use crate::election::{Epoch, Role};
+use crate::ids::{NodeName, SiteName};
+use crate::site::{self};
+use crate::time::Time;
+
+impl Node {
+    pub fn handle(&mut self, now: Time, event: Event) {
+        assert!(
+            now >= self.now,
+            "time went backwards: {now:?} < {:?}",
+            self.now
+        );
+        self.now = now;
+        match event {
+            Event::Start(copies) => {
+                assert!(!self.started, "Start is sent once");
+                self.started = true;
+                self.started_at = now;
+                for (site, v) in &self.votes {
+                    let (key, value) = (site::vote_key(site), site::encode_vote(v));
+                    self.published.insert(key.clone(), value.clone());
+                    self.actions.push_back(Action::Publish { key, value });
+                }
+                for c in copies {
+                    // A writable copy that is not master any more (killed
+                    // between stepping down and the `Demote`) is made
+                    // read-only, its changes snapshotted, first.
+                    let demote = c.changed && c.role != Role::Master;
+                    self.copies.insert(
+                        c.site,
+                        Copy {
+                            role: c.role,
+                            epoch: c.epoch,
+                            chain: c.chain,
+                            spec: c.spec,
+                            busy: false,
+                            dirty: c.changed,
+                            last_snapshot: now,
+                            failures: 0,
+                            retry_at: now,
+                            demote_pending: demote,
+                            promote_pending: false,
+                            flush: false,
+                            takeover: None,
+                            office_beat: 0,
+                            handing_over: false,
+                            resume_at: None,
+                        },
+                    );
+                }
+            }
+            Event::View(v) => {
+                let alive = |v: &View| -> Vec<NodeName> {
+                    v.members
+                        .iter()
+                        .filter(|(_, m)| m.alive && !m.left)
+                        .map(|(n, _)| n.clone())
+                        .collect()
+                };
+                let live = alive(&v);
+                if live != alive(&self.view) {
+                    self.membership_changed = now;
+                    self.alive_since.retain(|n, _| live.contains(n));
+                    for n in live {
+                        self.alive_since.entry(n).or_insert(now);
+                    }
+                }
+                let me = self.cfg.name.clone();
+                self.beats.read(
+                    now,
+                    v.members
+                        .iter()
+                        .filter(|(n, _)| **n != me)
+                        .filter_map(|(n, m)| Some((n, m.beat.as_ref()?))),
+                );
+                self.reindex(&v);
+                self.view = v;
+            }
+            Event::Tick => {}
+            Event::Written(site) => {
+                if let Some(c) = self.copies.get_mut(&site) {
+                    c.dirty = true;
+                }
+                self.dirty.insert(site);
+            }
+            Event::Create(spec) => {
+                let site = spec.name.clone();
+                if self.copies.contains_key(&site) {
+                    return;
+                }
+                self.copies.insert(
+                    site.clone(),
+                    Copy {
+                        role: Role::Master,
+                        epoch: Epoch(1),
+                        chain: Vec::new(),
+                        spec: Some(spec.clone()),
+                        busy: true,
+                        dirty: false,
+                        last_snapshot: now,
+                        failures: 0,
+                        retry_at: now,
+                        demote_pending: false,
+                        promote_pending: false,
+                        flush: false,
+                        takeover: None,
+                        office_beat: 0,
+                        handing_over: false,
+                        resume_at: None,
+                    },
+                );
+                self.dirty.insert(site.clone());
+                self.actions.push_back(Action::Create { site, spec });
+            }
+            Event::Delete(site) => {
+                let id = self
+                    .copies
+                    .get(&site)
+                    .and_then(|c| c.spec.as_ref().map(|s| s.id))
+                    .or_else(|| self.site_view(&site).spec.map(|s| s.id));
+                if let Some(id) = id {
+                    self.tombstones.insert(site.clone(), id);
+                }
+                self.dirty.insert(site);
+            }
+            Event::Done(site, outcome) => {
+                self.dirty.insert(site.clone());
+                self.done(site, outcome);
+            }
+            Event::Flush(site) => {
+                if let Some(c) = self.copies.get_mut(&site)
+                    && c.role == Role::Master
+                {
+                    c.dirty = true;
+                    c.flush = true;
+                }
+                self.dirty.insert(site);
+            }
+            Event::Pin(site) => {
+                // A migration waits for this copy now: a backoff left by
+                // earlier failed pulls (a restart, a transfer cut short)
+                // does not hold up its first pull.
+                if let Some(c) = self.copies.get_mut(&site) {
+                    c.retry_at = c.retry_at.min(now);
+                }
+                self.dirty.insert(site.clone());
+                self.pinned.insert(site);
+            }
+            Event::Unpin(site) => {
+                self.dirty.insert(site.clone());
+                self.pinned.remove(&site);
+            }
+            Event::TakeOver {
+                site,
+                from,
+                epoch,
+                head,
+                until,
+            } => {
+                if let Some(c) = self.copies.get_mut(&site)
+                    && c.role == Role::Replica
+                    && epoch > c.epoch
+                {
+                    c.takeover = Some(TakeOver {
+                        from,
+                        epoch,
+                        head,
+                        until,
+                    });
+                    // The old master is paused until this copy holds its
+                    // final snapshot: pull it now, not after a backoff of
+                    // up to `retry_max` left by earlier failures, and
+                    // retry from the shortest delay.
+                    c.failures = 0;
+                    c.retry_at = c.retry_at.min(now);
+                }
+                self.dirty.insert(site);
+            }
+        }
+        if self.started {
+            self.plan();
+            let beats = !self.cfg.beat_interval.is_zero();
+            if beats && (self.beats.urgent || now >= self.beats.next_at) {
+                self.publish_beat();
+            }
+        }
+    }
+
+    pub(super) fn done(&mut self, site: SiteName, outcome: Outcome) {
+        let now = self.now;
+        let backoff = |failures: u32, cfg: &NodeConfig| {
+            let factor = 1u32 << failures.min(16);
+            cfg.retry_min.saturating_mul(factor).min(cfg.retry_max)
+        };
+        let Some(c) = self.copies.get_mut(&site) else {
+            return;
+        };
+        c.busy = false;
+        match outcome {
+            Outcome::Created(Ok(head)) | Outcome::Snapshot(Ok(head)) => {
+                // `dirty` was cleared when the snapshot was asked for; a
+                // write since then set it again and gets the next one.
+                c.chain.push(head);
+                c.last_snapshot = now;
+                if c.chain.len() == 1 {
+                    self.actions.push_back(Action::Persist {
+                        site: site.clone(),
+                        role: c.role,
+                        epoch: c.epoch,
+                    });
+                }
+            }
+            Outcome::Created(Err(_)) => {
+                // Nothing was left behind by the driver: forget the copy.
+                self.copies.remove(&site);
+            }
+            Outcome::Snapshot(Err(_)) => {
+                // Still dirty; the next interval tries again.
+                c.dirty = true;
+                c.last_snapshot = now;
+            }
+            Outcome::Pulled(Ok(chain)) => {
+                let first = c.chain.is_empty();
+                c.chain = chain;
+                c.failures = 0;
+                if first {
+                    self.actions.push_back(Action::Persist {
+                        site: site.clone(),
+                        role: c.role,
+                        epoch: c.epoch,
+                    });
+                }
+            }
+            Outcome::Pulled(Err(PullError::Diverged)) => {
+                c.role = Role::Diverged;
+            }
+            Outcome::Pulled(Err(PullError::Failed(_))) | Outcome::Stashed(Err(_)) => {
+                c.failures += 1;
+                c.retry_at = now.plus(backoff(c.failures, &self.cfg));
+            }
+            Outcome::Stashed(Ok(chain)) => {
+                c.chain = chain;
+                c.role = Role::Replica;
+                c.failures = 0;
+            }
+            Outcome::Switched(Ok(())) | Outcome::Demoted(Ok(None)) => {}
+            Outcome::Demoted(Ok(Some(head))) => {
+                // What the master wrote after its last snapshot is a
+                // snapshot now, published as this copy's head: if the
+                // master that replaced it lacks it, the pull that follows
+                // finds the divergence and stashes it.
+                c.chain.push(head);
+                c.dirty = false;
+            }
+            Outcome::Switched(Err(_)) | Outcome::Demoted(Err(_)) => {
+                // A failed demotion or promotion is tried again, for the
+                // role the copy has now.
+                match c.role {
+                    Role::Replica => c.demote_pending = true,
+                    Role::Master => c.promote_pending = true,
+                    Role::Diverged => {}
+                }
+                c.failures += 1;
+                c.retry_at = now.plus(backoff(c.failures, &self.cfg));
+            }
+            Outcome::Destroyed(Ok(())) => {
+                self.copies.remove(&site);
+            }
+            Outcome::Destroyed(Err(_)) => {
+                c.failures += 1;
+                c.retry_at = now.plus(backoff(c.failures, &self.cfg));
+            }
+        }
+    }
+}
