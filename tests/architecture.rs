@@ -407,3 +407,60 @@ fn the_cycle_check_finds_a_cycle_through_three_files_and_nested_use_trees() {
     .collect();
     assert_eq!(cycles(&import_graph(&nested)).len(), 1);
 }
+
+// ---------------------------------------------------------------------------
+// Function length in the model.
+
+/// The functions of `src` (non-test code: up to a file's `#[cfg(test)]`)
+/// with their length in lines, from the `fn` line to its closing brace at
+/// the same indentation.
+fn function_lengths(src: &str) -> Vec<(String, usize)> {
+    let lines: Vec<&str> = src.lines().collect();
+    let end = lines
+        .iter()
+        .position(|l| l.starts_with("#[cfg(test)]"))
+        .unwrap_or(lines.len());
+    let mut out = Vec::new();
+    for i in 0..end {
+        let l = lines[i];
+        let body = l.trim_start();
+        let indent = &l[..l.len() - body.len()];
+        let body = ["pub(crate) ", "pub(super) ", "pub "]
+            .iter()
+            .find_map(|p| body.strip_prefix(p))
+            .unwrap_or(body);
+        let body = body.strip_prefix("const ").unwrap_or(body);
+        let Some(rest) = body.strip_prefix("fn ") else {
+            continue;
+        };
+        let (name, _) = ident_at(rest);
+        let close = format!("{indent}}}");
+        if let Some(j) = (i..end).find(|&j| lines[j] == close) {
+            out.push((name.to_owned(), j - i + 1));
+        }
+    }
+    out
+}
+
+#[test]
+fn no_function_of_the_model_is_longer_than_80_lines() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("model/src");
+    let mut files = Vec::new();
+    rust_files(&root, &[], &mut files);
+    let mut long = Vec::new();
+    for f in &files {
+        let src = std::fs::read_to_string(f).expect("readable");
+        for (name, n) in function_lengths(&src) {
+            if n > 80 {
+                long.push(format!("{}: {name} ({n} lines)", f.display()));
+            }
+        }
+    }
+    assert!(long.is_empty(), "functions over 80 lines: {long:#?}");
+    // The measure itself: a 3-line function and a nested one.
+    let sample = "fn a() {\n    x();\n}\nimpl A {\n    pub(super) fn b(&self) {\n        if y {\n        }\n    }\n}\n";
+    assert_eq!(
+        function_lengths(sample),
+        [("a".to_owned(), 3), ("b".to_owned(), 4)]
+    );
+}

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 
 use super::state::{Node, SiteView};
 use super::types::Action;
-use crate::election::{self, Epoch, MasterDecision, Quorum, Role};
+use crate::election::{self, Epoch, MasterDecision, Quorum, Role, should_step_down};
 use crate::ids::{NodeName, SiteName};
 use crate::lease::{self};
 use crate::site::{self, Vote};
@@ -180,5 +180,123 @@ impl Node {
                 &self.cfg.name,
                 known,
             )
+    }
+
+    /// This node's votes in the site's election: for the candidate the
+    /// election names (not within the start's grace: a node that just
+    /// started sees a part of the cluster, and would spend epochs on
+    /// candidates the others do not see), and the standing master's own
+    /// vote when it is above its epoch.
+    pub(super) fn vote_in_election(
+        &mut self,
+        site: &SiteName,
+        sv: &SiteView,
+        decision: &MasterDecision,
+    ) {
+        let now = self.now;
+        if self.cfg.quorum_guard
+            && now >= self.started_at.plus(self.cfg.election_grace)
+            && let MasterDecision::Elect { node, epoch } = decision
+        {
+            self.cast_vote(site, *epoch, node);
+        }
+        // A live migration: the standing master voted for its successor at
+        // a later epoch (`Node::hand_over`); every node follows that vote,
+        // so the takeover needs a majority as any promotion does, and a
+        // failover candidate cannot win the same epoch. So too its vote
+        // for itself when the hand-over failed (`plan_resume`).
+        // Not held back by the start's grace: it follows the standing
+        // master's own vote, not this node's partial view.
+        if self.cfg.quorum_guard
+            && let MasterDecision::Keep {
+                node: master,
+                epoch,
+            } = decision
+            && let Some(v) = sv.vote_of.get(master)
+            && v.epoch > *epoch
+            && sv
+                .holders
+                .iter()
+                .any(|h| h.node == v.candidate && h.alive && h.copy.role != Role::Diverged)
+        {
+            let v = v.clone();
+            self.cast_vote(site, v.epoch, &v.candidate);
+        }
+    }
+
+    /// A master steps down, its role flipping at once even with an action
+    /// in flight (the `Demote` that makes the copy read-only follows when
+    /// the copy is free), when another claim fences it, when (quorum
+    /// guard on) it sees no majority alive, or when it is deposed.
+    pub(super) fn step_down_if_fenced(&mut self, site: &SiteName, sv: &SiteView, quorum: Quorum) {
+        let me = self.cfg.name.clone();
+        let c = self.copies.get(site).expect("a planned copy");
+        // A fenced master stops counting as master at once, even with an
+        // action in flight (found by the simulator).
+        // A master also stops serving when, with the quorum guard on, it
+        // no longer sees a majority alive: the majority may elect another
+        // master (after its failure detector and `election_settle`), and
+        // writes this side acknowledged meanwhile would be left in a stash
+        // (found by the simulator: a minority master kept acknowledging
+        // writes through a partition, its replicas pulled them after the
+        // heal, and they were lost from the history that won).
+        let no_quorum = self.cfg.quorum_guard && !quorum.allows_promotion();
+        let deposed = self.cfg.quorum_guard && c.role == Role::Master && {
+            // So many members voted above its epoch for another candidate
+            // that those left to echo it are no majority: it can never
+            // hold a lease again, and those votes began an election that
+            // seeing it alive keeps others from finishing. Not while it
+            // hands the site over (its own vote is above its epoch).
+            let against = sv
+                .vote_of
+                .values()
+                .filter(|v| v.epoch > c.epoch && v.candidate != me)
+                .count();
+            let handing_over = self.votes.get(site).is_some_and(|v| v.epoch > c.epoch);
+            !handing_over
+                && 2 * quorum.known_members.saturating_sub(against) <= quorum.known_members
+        };
+        if c.role != Role::Master
+            || !(no_quorum || deposed || should_step_down(site, &me, &sv.holders))
+        {
+            return;
+        }
+        // The epoch of the claim that fenced this one: never a pending
+        // election's (fence + 1), which would fence the live claim this
+        // node merely cannot see alive yet, and discard its writes
+        // (found by the simulator).
+        let fence = sv.holders.iter().map(|h| h.copy.epoch).max();
+        let epoch = fence.unwrap_or(c.epoch).max(c.epoch);
+        let c = self.copies.get_mut(site).expect("checked above");
+        c.role = Role::Replica;
+        c.epoch = epoch;
+        c.demote_pending = true;
+        c.promote_pending = false;
+        c.handing_over = false;
+        c.resume_at = None;
+        self.actions.push_back(Action::Persist {
+            site: site.clone(),
+            role: Role::Replica,
+            epoch,
+        });
+    }
+
+    /// This node takes office as the site's master at `epoch`: the copy
+    /// is promoted, and its role persisted.
+    pub(super) fn take_office(&mut self, site: &SiteName, epoch: Epoch) {
+        let c = self.copies.get_mut(site).expect("a planned copy");
+        c.role = Role::Master;
+        c.epoch = epoch;
+        c.office_beat = self.beats.next;
+        c.busy = true;
+        self.actions.push_back(Action::Promote {
+            site: site.clone(),
+            epoch,
+        });
+        self.actions.push_back(Action::Persist {
+            site: site.clone(),
+            role: Role::Master,
+            epoch,
+        });
     }
 }

@@ -2,13 +2,15 @@
 //! the driver ran.
 
 use super::state::{Copy, Node, TakeOver};
-use super::types::{Action, Event, NodeConfig, Outcome, PullError, View};
+use super::types::{Action, Event, LocalCopy, NodeConfig, Outcome, PullError, View};
 use crate::election::{Epoch, Role};
 use crate::ids::{NodeName, SiteName};
-use crate::site::{self};
+use crate::site::{self, SiteSpec};
 use crate::time::Time;
 
 impl Node {
+    /// Takes one event in at `now` (never earlier than the last), then
+    /// plans what it changed and publishes a beat when one is due.
     pub fn handle(&mut self, now: Time, event: Event) {
         assert!(
             now >= self.now,
@@ -17,70 +19,8 @@ impl Node {
         );
         self.now = now;
         match event {
-            Event::Start(copies) => {
-                assert!(!self.started, "Start is sent once");
-                self.started = true;
-                self.started_at = now;
-                for (site, v) in &self.votes {
-                    let (key, value) = (site::vote_key(site), site::encode_vote(v));
-                    self.published.insert(key.clone(), value.clone());
-                    self.actions.push_back(Action::Publish { key, value });
-                }
-                for c in copies {
-                    // A writable copy that is not master any more (killed
-                    // between stepping down and the `Demote`) is made
-                    // read-only, its changes snapshotted, first.
-                    let demote = c.changed && c.role != Role::Master;
-                    self.copies.insert(
-                        c.site,
-                        Copy {
-                            role: c.role,
-                            epoch: c.epoch,
-                            chain: c.chain,
-                            spec: c.spec,
-                            busy: false,
-                            dirty: c.changed,
-                            last_snapshot: now,
-                            failures: 0,
-                            retry_at: now,
-                            demote_pending: demote,
-                            promote_pending: false,
-                            flush: false,
-                            takeover: None,
-                            office_beat: 0,
-                            handing_over: false,
-                            resume_at: None,
-                        },
-                    );
-                }
-            }
-            Event::View(v) => {
-                let alive = |v: &View| -> Vec<NodeName> {
-                    v.members
-                        .iter()
-                        .filter(|(_, m)| m.alive && !m.left)
-                        .map(|(n, _)| n.clone())
-                        .collect()
-                };
-                let live = alive(&v);
-                if live != alive(&self.view) {
-                    self.membership_changed = now;
-                    self.alive_since.retain(|n, _| live.contains(n));
-                    for n in live {
-                        self.alive_since.entry(n).or_insert(now);
-                    }
-                }
-                let me = self.cfg.name.clone();
-                self.beats.read(
-                    now,
-                    v.members
-                        .iter()
-                        .filter(|(n, _)| **n != me)
-                        .filter_map(|(n, m)| Some((n, m.beat.as_ref()?))),
-                );
-                self.reindex(&v);
-                self.view = v;
-            }
+            Event::Start(copies) => self.start(copies),
+            Event::View(v) => self.see_view(v),
             Event::Tick => {}
             Event::Written(site) => {
                 if let Some(c) = self.copies.get_mut(&site) {
@@ -89,45 +29,11 @@ impl Node {
                 self.dirty.insert(site);
             }
             Event::Create(spec) => {
-                let site = spec.name.clone();
-                if self.copies.contains_key(&site) {
+                if !self.create(spec) {
                     return;
                 }
-                self.copies.insert(
-                    site.clone(),
-                    Copy {
-                        role: Role::Master,
-                        epoch: Epoch(1),
-                        chain: Vec::new(),
-                        spec: Some(spec.clone()),
-                        busy: true,
-                        dirty: false,
-                        last_snapshot: now,
-                        failures: 0,
-                        retry_at: now,
-                        demote_pending: false,
-                        promote_pending: false,
-                        flush: false,
-                        takeover: None,
-                        office_beat: 0,
-                        handing_over: false,
-                        resume_at: None,
-                    },
-                );
-                self.dirty.insert(site.clone());
-                self.actions.push_back(Action::Create { site, spec });
             }
-            Event::Delete(site) => {
-                let id = self
-                    .copies
-                    .get(&site)
-                    .and_then(|c| c.spec.as_ref().map(|s| s.id))
-                    .or_else(|| self.site_view(&site).spec.map(|s| s.id));
-                if let Some(id) = id {
-                    self.tombstones.insert(site.clone(), id);
-                }
-                self.dirty.insert(site);
-            }
+            Event::Delete(site) => self.delete(site),
             Event::Done(site, outcome) => {
                 self.dirty.insert(site.clone());
                 self.done(site, outcome);
@@ -161,26 +67,15 @@ impl Node {
                 epoch,
                 head,
                 until,
-            } => {
-                if let Some(c) = self.copies.get_mut(&site)
-                    && c.role == Role::Replica
-                    && epoch > c.epoch
-                {
-                    c.takeover = Some(TakeOver {
-                        from,
-                        epoch,
-                        head,
-                        until,
-                    });
-                    // The old master is paused until this copy holds its
-                    // final snapshot: pull it now, not after a backoff of
-                    // up to `retry_max` left by earlier failures, and
-                    // retry from the shortest delay.
-                    c.failures = 0;
-                    c.retry_at = c.retry_at.min(now);
-                }
-                self.dirty.insert(site);
-            }
+            } => self.take_over(
+                site,
+                TakeOver {
+                    from,
+                    epoch,
+                    head,
+                    until,
+                },
+            ),
         }
         if self.started {
             self.plan();
@@ -191,12 +86,117 @@ impl Node {
         }
     }
 
+    /// `Event::Start`: the votes kept from the last run are published
+    /// again, and the local copies taken in.
+    fn start(&mut self, copies: Vec<LocalCopy>) {
+        let now = self.now;
+        assert!(!self.started, "Start is sent once");
+        self.started = true;
+        self.started_at = now;
+        for (site, v) in &self.votes {
+            let (key, value) = (site::vote_key(site), site::encode_vote(v));
+            self.published.insert(key.clone(), value.clone());
+            self.actions.push_back(Action::Publish { key, value });
+        }
+        for c in copies {
+            // A writable copy that is not master any more (killed
+            // between stepping down and the `Demote`) is made
+            // read-only, its changes snapshotted, first.
+            let demote = c.changed && c.role != Role::Master;
+            let mut copy = Copy::new(c.role, c.epoch, c.chain, c.spec, now);
+            copy.dirty = c.changed;
+            copy.demote_pending = demote;
+            self.copies.insert(c.site, copy);
+        }
+    }
+
+    /// `Event::View`: when members went or came, the live set's change
+    /// time and each member's time alive; the peers' beats; the index.
+    fn see_view(&mut self, v: View) {
+        let now = self.now;
+        let alive = |v: &View| -> Vec<NodeName> {
+            v.members
+                .iter()
+                .filter(|(_, m)| m.alive && !m.left)
+                .map(|(n, _)| n.clone())
+                .collect()
+        };
+        let live = alive(&v);
+        if live != alive(&self.view) {
+            self.membership_changed = now;
+            self.alive_since.retain(|n, _| live.contains(n));
+            for n in live {
+                self.alive_since.entry(n).or_insert(now);
+            }
+        }
+        let me = self.cfg.name.clone();
+        self.beats.read(
+            now,
+            v.members
+                .iter()
+                .filter(|(n, _)| **n != me)
+                .filter_map(|(n, m)| Some((n, m.beat.as_ref()?))),
+        );
+        self.reindex(&v);
+        self.view = v;
+    }
+
+    /// `Event::Create`: this node's first copy of a new site, as its
+    /// master at epoch 1. False (nothing to plan) when a copy exists.
+    fn create(&mut self, spec: SiteSpec) -> bool {
+        let site = spec.name.clone();
+        if self.copies.contains_key(&site) {
+            return false;
+        }
+        let mut copy = Copy::new(
+            Role::Master,
+            Epoch(1),
+            Vec::new(),
+            Some(spec.clone()),
+            self.now,
+        );
+        copy.busy = true;
+        self.copies.insert(site.clone(), copy);
+        self.dirty.insert(site.clone());
+        self.actions.push_back(Action::Create { site, spec });
+        true
+    }
+
+    /// `Event::Delete`: a tombstone for the site's incarnation (the local
+    /// copy's, or the view's).
+    fn delete(&mut self, site: SiteName) {
+        let id = self
+            .copies
+            .get(&site)
+            .and_then(|c| c.spec.as_ref().map(|s| s.id))
+            .or_else(|| self.site_view(&site).spec.map(|s| s.id));
+        if let Some(id) = id {
+            self.tombstones.insert(site.clone(), id);
+        }
+        self.dirty.insert(site);
+    }
+
+    /// `Event::TakeOver`: a replica's hand-over, from an older master.
+    fn take_over(&mut self, site: SiteName, t: TakeOver) {
+        let now = self.now;
+        if let Some(c) = self.copies.get_mut(&site)
+            && c.role == Role::Replica
+            && t.epoch > c.epoch
+        {
+            c.takeover = Some(t);
+            // The old master is paused until this copy holds its
+            // final snapshot: pull it now, not after a backoff of
+            // up to `retry_max` left by earlier failures, and
+            // retry from the shortest delay.
+            c.failures = 0;
+            c.retry_at = c.retry_at.min(now);
+        }
+        self.dirty.insert(site);
+    }
+
+    /// `Event::Done`: what the action the driver ran on the copy did.
     pub(super) fn done(&mut self, site: SiteName, outcome: Outcome) {
         let now = self.now;
-        let backoff = |failures: u32, cfg: &NodeConfig| {
-            let factor = 1u32 << failures.min(16);
-            cfg.retry_min.saturating_mul(factor).min(cfg.retry_max)
-        };
         let Some(c) = self.copies.get_mut(&site) else {
             return;
         };
@@ -240,8 +240,7 @@ impl Node {
                 c.role = Role::Diverged;
             }
             Outcome::Pulled(Err(PullError::Failed(_))) | Outcome::Stashed(Err(_)) => {
-                c.failures += 1;
-                c.retry_at = now.plus(backoff(c.failures, &self.cfg));
+                fail(c, now, &self.cfg);
             }
             Outcome::Stashed(Ok(chain)) => {
                 c.chain = chain;
@@ -265,16 +264,22 @@ impl Node {
                     Role::Master => c.promote_pending = true,
                     Role::Diverged => {}
                 }
-                c.failures += 1;
-                c.retry_at = now.plus(backoff(c.failures, &self.cfg));
+                fail(c, now, &self.cfg);
             }
             Outcome::Destroyed(Ok(())) => {
                 self.copies.remove(&site);
             }
             Outcome::Destroyed(Err(_)) => {
-                c.failures += 1;
-                c.retry_at = now.plus(backoff(c.failures, &self.cfg));
+                fail(c, now, &self.cfg);
             }
         }
     }
+}
+
+/// One more failure in a row: the next try waits `retry_min`, doubled for
+/// each failure before, at most `retry_max`.
+fn fail(c: &mut Copy, now: Time, cfg: &NodeConfig) {
+    c.failures += 1;
+    let factor = 1u32 << c.failures.min(16);
+    c.retry_at = now.plus(cfg.retry_min.saturating_mul(factor).min(cfg.retry_max));
 }

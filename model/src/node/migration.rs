@@ -101,4 +101,41 @@ impl Node {
             epoch: at,
         });
     }
+
+    /// A migration hands the site over to this replica: catch up with the
+    /// old master's final snapshot, then claim the epoch the old master
+    /// voted for this node in (the old master is paused, waiting for it)
+    /// once a majority voted so too.
+    pub(super) fn plan_takeover(&mut self, site: &SiteName, sv: &SiteView, promotion: Quorum) {
+        let me = self.cfg.name.clone();
+        let now = self.now;
+        let c = self.copies.get(site).expect("a planned copy");
+        let t = c.takeover.clone().expect("a takeover under way");
+        let fenced = sv.holders.iter().any(|h| h.copy.epoch >= t.epoch);
+        let expired = now > t.until || fenced || c.epoch >= t.epoch;
+        if !expired && self.cfg.quorum_guard {
+            self.cast_vote(site, t.epoch, &me);
+        }
+        let won = self.won(site, sv, t.epoch, promotion.known_members);
+        let c = self.copies.get_mut(site).expect("checked above");
+        if expired {
+            c.takeover = None;
+        } else if c.chain.contains(&t.head) && !won {
+            // Holds the final snapshot; the votes are on their way
+            // (each arrival re-plans the site).
+        } else if c.chain.contains(&t.head) {
+            // It holds the final snapshot (and maybe a later one
+            // of the same master: the old master may snapshot
+            // again after it, a change seen late; a pull brings
+            // the newest).
+            c.takeover = None;
+            self.take_office(site, t.epoch);
+        } else {
+            c.busy = true;
+            self.actions.push_back(Action::Pull {
+                site: site.clone(),
+                from: t.from,
+            });
+        }
+    }
 }

@@ -24,13 +24,15 @@
 //! Files, each depending only on `types` and `state` below it: `events`
 //! (taking events in), `view` (reading the view), `plan` (what each site's
 //! copy does next), `claims` (votes, elections, the lease), `migration`
-//! (hand-over and resume), `publish` (the node's gossip keys).
+//! (hand-over, takeover and resume), `replication` (taking a copy,
+//! following the master, stashing), `publish` (the node's gossip keys).
 
 mod claims;
 mod events;
 mod migration;
 mod plan;
 mod publish;
+mod replication;
 mod state;
 mod types;
 mod view;

@@ -56,6 +56,34 @@ pub(super) struct Copy {
 }
 
 impl Copy {
+    /// A copy with nothing in flight, pending or failed.
+    pub(super) fn new(
+        role: Role,
+        epoch: Epoch,
+        chain: Vec<Head>,
+        spec: Option<SiteSpec>,
+        now: Time,
+    ) -> Copy {
+        Copy {
+            role,
+            epoch,
+            chain,
+            spec,
+            busy: false,
+            dirty: false,
+            last_snapshot: now,
+            failures: 0,
+            retry_at: now,
+            demote_pending: false,
+            promote_pending: false,
+            flush: false,
+            takeover: None,
+            office_beat: 0,
+            handing_over: false,
+            resume_at: None,
+        }
+    }
+
     pub(super) fn head(&self) -> Option<Head> {
         self.chain.last().copied()
     }
