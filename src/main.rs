@@ -13,6 +13,7 @@ mod migrate;
 mod migration_log;
 mod push;
 mod rpc;
+mod runtimes;
 mod serving;
 mod site_cli;
 mod sites;

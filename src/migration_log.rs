@@ -2,7 +2,7 @@
 //! client follows (`site migrate --json`), the log of them a node keeps,
 //! and the records of finished migrations that `site show` lists (kept in
 //! the data dir and gossiped under `migrations:<site>`). Values and pure
-//! functions only; the migration itself is in `migrate.rs`.
+//! functions only; the migration itself is in `migrate/`.
 
 use model::SiteName;
 use serde::{Deserialize, Serialize};

@@ -19,14 +19,13 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock, OnceLock};
 use std::time::Duration;
 
 use gossip::{Gossip, MeshStream};
-use model::{NodeName, Runtime, SiteKey, SiteName, SiteSpec, View};
-use proxy::runtime::{CommandRuntime, CommandSpec, RuntimeState};
+use model::{NodeName, SiteKey, SiteName, SiteSpec, View};
 use proxy::{Backend, BoxFuture, BoxRead, BoxWrite, Proxy, ProxyConfig, Routes, Target};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
@@ -35,6 +34,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use crate::rpc::{self, Reply};
+use crate::runtimes::{self, Kind, Start};
 use crate::sites::{Sites, model_view};
 
 /// What a site's 503 tells clients while no master serves it.
@@ -293,18 +293,10 @@ impl Drop for Serving {
     }
 }
 
-/// A command runtime this node runs as a site's master.
-struct Running {
-    spec_id: u64,
-    /// The promotion the command was started under ([`Sites::ready_since`]):
-    /// a master that claims its site again at a later epoch (after a failed
-    /// hand-over) keeps its command; one that stepped down and was promoted
-    /// again starts a new one.
-    ready_since: Option<u64>,
-    cmd: String,
-    rt: CommandRuntime,
-    tls: SocketAddr,
-    watcher: JoinHandle<()>,
+/// A runtime this node runs as a site's master, with its kind.
+struct Instance {
+    kind: Box<dyn Kind>,
+    running: Box<dyn crate::runtimes::Running>,
 }
 
 /// A route entry in comparable form, to publish only real changes.
@@ -318,7 +310,7 @@ struct Manager {
     run_dir: PathBuf,
     routes_tx: watch::Sender<Arc<Routes>>,
     last: Option<RouteKey>,
-    runtimes: BTreeMap<SiteName, Running>,
+    runtimes: BTreeMap<SiteName, Instance>,
     mounts: HashMap<SiteName, PathBuf>,
     /// Woken when a runtime changes state.
     wake: Arc<Notify>,
@@ -493,10 +485,12 @@ impl Manager {
                     let last = self
                         .runtimes
                         .get(site)
-                        .map(|r| (r.rt.addr(), r.tls))
+                        .and_then(|r| r.running.addrs())
                         .or_else(|| self.frozen_at.get(site).copied());
-                    if self.runtimes.contains_key(site) {
-                        info!(%site, "stopping the site's command for a migration");
+                    if let Some(r) = self.runtimes.get(site) {
+                        if r.kind.runs_site_code() {
+                            info!(%site, "stopping the site's command for a migration");
+                        }
                         self.stop_runtime(site, true).await;
                     }
                     if let Some(l) = last {
@@ -507,19 +501,20 @@ impl Manager {
                         .lock()
                         .expect("frozen lock is never poisoned")
                         .insert(site.clone(), true);
-                    match (last, &spec.runtime) {
-                        (Some((addr, tls)), _) => Target::Local {
+                    match last {
+                        Some((addr, tls)) => Target::Local {
                             backend: Backend::Tcp(addr),
                             tls: Some(tls),
                         },
-                        (None, Runtime::Static) => match self.mount(site).await {
-                            Some(dir) => Target::Local {
-                                backend: Backend::Static(dir),
-                                tls: None,
-                            },
-                            None => unavailable.clone(),
-                        },
-                        (None, _) => unavailable.clone(),
+                        None => {
+                            let kind = runtimes::kind_of(&spec.runtime);
+                            match self.mount(site).await {
+                                Some(dir) => kind
+                                    .target_without_instance(dir)
+                                    .unwrap_or_else(|| unavailable.clone()),
+                                None => unavailable.clone(),
+                            }
+                        }
                     }
                 }
                 // Claimed, but the promotion (writable, remounted) has
@@ -527,19 +522,10 @@ impl Manager {
                 Some((node, _)) if node == self.me && !self.sites.is_ready(site) => {
                     unavailable.clone()
                 }
-                Some((node, epoch)) if node == self.me => match &spec.runtime {
-                    Runtime::Static => match self.mount(site).await {
-                        Some(dir) => Target::Local {
-                            backend: Backend::Static(dir),
-                            tls: None,
-                        },
-                        None => unavailable.clone(),
-                    },
-                    Runtime::Command { cmd } => {
-                        keep.push(site.clone());
-                        self.ensure_runtime(site, spec.id, epoch, cmd).await
-                    }
-                },
+                Some((node, epoch)) if node == self.me => {
+                    keep.push(site.clone());
+                    self.ensure_runtime(site, spec, epoch).await
+                }
                 Some((node, _)) => Target::Remote {
                     node: node.to_string(),
                 },
@@ -579,15 +565,19 @@ impl Manager {
                 .expect("quiesce lock is never poisoned"),
         );
         for site in gone {
-            info!(%site, "no longer this site's master: stopping its runtime");
+            if self.runtimes[&site].kind.runs_site_code() {
+                info!(%site, "no longer this site's master: stopping its runtime");
+            }
             // A master stepping down waits for its command to be gone.
             self.stop_runtime(&site, waiting.contains_key(&site)).await;
         }
         for (site, waiters) in waiting {
-            if self.runtimes.contains_key(&site) {
+            if let Some(r) = self.runtimes.get(&site) {
                 // Kept (a fenced node keeps its commands for the heal),
                 // but the copy steps down: the command stops now.
-                info!(%site, "stepping down: stopping the site's command");
+                if r.kind.runs_site_code() {
+                    info!(%site, "stepping down: stopping the site's command");
+                }
                 self.stop_runtime(&site, true).await;
             }
             for w in waiters {
@@ -615,88 +605,55 @@ impl Manager {
         }
     }
 
-    /// Starts (or keeps) the site's command; its target.
+    /// Starts (or keeps) the site's runtime; its target.
     async fn ensure_runtime(
         &mut self,
         site: &SiteName,
-        spec_id: u64,
+        spec: &SiteSpec,
         epoch: model::Epoch,
-        cmd: &str,
     ) -> Target {
+        let unavailable = Target::Unavailable {
+            retry_after_s: RETRY_AFTER_S,
+        };
         let ready_since = self.sites.ready_since(site);
         let stale = self
             .runtimes
             .get(site)
-            .is_some_and(|r| r.spec_id != spec_id || r.cmd != cmd || r.ready_since != ready_since);
+            .is_some_and(|r| !r.running.is_for(&spec.runtime, spec.id, ready_since));
         if stale {
             self.stop_runtime(site, false).await;
         }
         if !self.runtimes.contains_key(site) {
             let Some(dir) = self.mount(site).await else {
-                return Target::Unavailable {
-                    retry_after_s: RETRY_AFTER_S,
-                };
+                return unavailable;
             };
-            let tls_port = match pick_port() {
-                Ok(p) => p,
-                Err(e) => {
-                    warn!(%site, error = %e, "cannot pick a TLS port");
-                    return Target::Unavailable {
-                        retry_after_s: RETRY_AFTER_S,
-                    };
-                }
-            };
-            let mut spec = CommandSpec::new(cmd, dir, self.logs.join(format!("{site}.log")));
-            spec.env = vec![
-                ("TLS_PORT".into(), tls_port.to_string()),
-                ("RINGHOST_SITE".into(), site.to_string()),
-                ("RINGHOST_NODE".into(), self.me.to_string()),
-                ("RINGHOST_EPOCH".into(), epoch.to_string()),
-            ];
-            spec.stop_timeout = Duration::from_secs(3);
-            match CommandRuntime::start(spec) {
-                Ok(rt) => {
-                    info!(%site, port = rt.port(), tls_port, "starting the site's command");
-                    let mut rx = rt.subscribe();
-                    let wake = self.wake.clone();
-                    let watcher = tokio::spawn(async move {
-                        while rx.changed().await.is_ok() {
-                            wake.notify_one();
-                        }
-                    });
-                    self.runtimes.insert(
-                        site.clone(),
-                        Running {
-                            spec_id,
-                            ready_since,
-                            cmd: cmd.to_owned(),
-                            rt,
-                            tls: SocketAddr::from((Ipv4Addr::LOCALHOST, tls_port)),
-                            watcher,
-                        },
-                    );
+            let kind = runtimes::kind_of(&spec.runtime);
+            let started = kind.start(Start {
+                site,
+                node: &self.me,
+                epoch,
+                spec_id: spec.id,
+                ready_since,
+                dir,
+                log: self.logs.join(format!("{site}.log")),
+                wake: self.wake.clone(),
+            });
+            match started {
+                Ok(running) => {
+                    self.runtimes
+                        .insert(site.clone(), Instance { kind, running });
                 }
                 Err(e) => {
-                    warn!(%site, error = %e, "cannot start the site's command");
-                    return Target::Unavailable {
-                        retry_after_s: RETRY_AFTER_S,
-                    };
+                    warn!(%site, error = %e, "cannot start the site's runtime");
+                    return unavailable;
                 }
             }
         }
-        let r = &self.runtimes[site];
-        match r.rt.state() {
-            RuntimeState::Running { pid, .. } => {
-                record_pid(&self.run_dir, site, pid);
-                Target::Local {
-                    backend: Backend::Tcp(r.rt.addr()),
-                    tls: Some(r.tls),
-                }
-            }
-            _ => Target::Unavailable {
-                retry_after_s: RETRY_AFTER_S,
-            },
+        let r = &self.runtimes[site].running;
+        if let Some(pid) = r.pid() {
+            record_pid(&self.run_dir, site, pid);
         }
+        r.target().unwrap_or(unavailable)
     }
 
     /// Stops a runtime: at once in the background (routes no longer point
@@ -705,18 +662,21 @@ impl Manager {
         let Some(r) = self.runtimes.remove(site) else {
             return;
         };
-        r.watcher.abort();
         let _ = std::fs::remove_file(self.run_dir.join(format!("{site}.pid")));
         if wait {
-            r.rt.stop().await;
+            r.running.stop().await;
         } else {
-            tokio::spawn(r.rt.stop());
+            tokio::spawn(r.running.stop());
         }
     }
 
     /// A push replaced the site's content: the command starts again on it.
     async fn restart(&mut self, site: &SiteName) {
-        if self.runtimes.contains_key(site) {
+        if self
+            .runtimes
+            .get(site)
+            .is_some_and(|r| r.kind.runs_site_code())
+        {
             info!(%site, "content replaced: restarting the site's command");
             self.stop_runtime(site, true).await;
         }
@@ -728,7 +688,12 @@ impl Manager {
         if self.polling.as_ref().is_some_and(|p| !p.is_finished()) {
             return;
         }
-        let sites: Vec<SiteName> = self.runtimes.keys().cloned().collect();
+        let sites: Vec<SiteName> = self
+            .runtimes
+            .iter()
+            .filter(|(_, r)| r.kind.runs_site_code())
+            .map(|(s, _)| s.clone())
+            .collect();
         if sites.is_empty() {
             return;
         }
@@ -766,11 +731,6 @@ impl Manager {
             }
         }));
     }
-}
-
-fn pick_port() -> io::Result<u16> {
-    let l = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
-    Ok(l.local_addr()?.port())
 }
 
 /// Reads the end of a site's runtime log on this node: `None` if there is
