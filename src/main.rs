@@ -8,6 +8,7 @@ mod daemon;
 mod driver;
 mod fail;
 mod files;
+mod logs;
 mod mesh_server;
 mod migrate;
 mod migration_log;

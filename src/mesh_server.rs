@@ -88,7 +88,7 @@ async fn serve_request(sites: &Sites, incoming: IncomingStream) {
             let reply = crate::push::receive_local(sites, &site, s.reader).await;
             rpc::write_frame(&mut s.writer, &reply).await
         }
-        Request::Log { site } => crate::serving::serve_log(&site, &mut s).await,
+        Request::Log { site } => crate::logs::serve_log(&site, &mut s).await,
         Request::Migrate { site, to } => {
             crate::migrate::serve_migrate(sites, site, to, &mut s).await
         }

@@ -21,10 +21,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, LazyLock, OnceLock};
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
-use gossip::{Gossip, MeshStream};
+use gossip::Gossip;
 use model::{NodeName, SiteKey, SiteName, SiteSpec, View};
 use proxy::{Backend, BoxFuture, BoxRead, BoxWrite, Proxy, ProxyConfig, Routes, Target};
 use tokio::io::AsyncWriteExt;
@@ -33,18 +33,12 @@ use tokio::sync::{Notify, broadcast, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
-use crate::rpc::{self, Reply};
+use crate::rpc;
 use crate::runtimes::{self, Kind, Start};
 use crate::sites::{Sites, model_view};
 
 /// What a site's 503 tells clients while no master serves it.
 const RETRY_AFTER_S: u32 = 1;
-/// The most of a runtime log the admin API shows (its end).
-pub const LOG_TAIL: u64 = 1 << 20;
-
-/// Where runtime logs live (`DATA_DIR/logs`), set once at start-up.
-static LOG_DIR: OnceLock<PathBuf> = OnceLock::new();
-
 /// Sites whose content a push replaced on this node (their command
 /// restarts on the new content).
 static PUSHED: LazyLock<broadcast::Sender<SiteName>> = LazyLock::new(|| broadcast::channel(64).0);
@@ -52,10 +46,6 @@ static PUSHED: LazyLock<broadcast::Sender<SiteName>> = LazyLock::new(|| broadcas
 /// Called by `push` once an upload is swapped in on the master.
 pub fn note_push(site: &SiteName) {
     let _ = PUSHED.send(site.clone());
-}
-
-pub fn log_path(site: &SiteName) -> Option<PathBuf> {
-    LOG_DIR.get().map(|d| d.join(format!("{site}.log")))
 }
 
 /// The bound proxy listeners.
@@ -191,7 +181,7 @@ impl Serving {
         let logs = data_dir.join("logs");
         std::fs::create_dir_all(&logs)
             .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", logs.display()))?;
-        let _ = LOG_DIR.set(logs.clone());
+        crate::logs::set_dir(logs.clone());
         let run_dir = data_dir.join("run");
         std::fs::create_dir_all(&run_dir)
             .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", run_dir.display()))?;
@@ -731,57 +721,6 @@ impl Manager {
             }
         }));
     }
-}
-
-/// Reads the end of a site's runtime log on this node: `None` if there is
-/// none.
-pub fn read_log_tail(site: &SiteName) -> io::Result<Option<Vec<u8>>> {
-    use std::io::{Read, Seek, SeekFrom};
-    let Some(path) = log_path(site) else {
-        return Ok(None);
-    };
-    let mut f = match std::fs::File::open(&path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    let len = f.metadata()?.len();
-    if len > LOG_TAIL {
-        f.seek(SeekFrom::Start(len - LOG_TAIL))?;
-    }
-    let mut out = Vec::new();
-    f.take(LOG_TAIL).read_to_end(&mut out)?;
-    Ok(Some(out))
-}
-
-/// The master side of [`rpc::Request::Log`].
-pub async fn serve_log(site: &SiteName, s: &mut MeshStream) -> anyhow::Result<()> {
-    let site2 = site.clone();
-    let tail = tokio::task::spawn_blocking(move || read_log_tail(&site2)).await?;
-    match tail {
-        Ok(Some(bytes)) => {
-            rpc::write_frame(&mut s.writer, &Reply::ok()).await?;
-            s.writer.write_all(&bytes).await?;
-        }
-        Ok(None) => {
-            rpc::write_frame(
-                &mut s.writer,
-                &Reply::err(
-                    404,
-                    format!("site '{site}' has no runtime log on this node"),
-                ),
-            )
-            .await?;
-        }
-        Err(e) => {
-            rpc::write_frame(
-                &mut s.writer,
-                &Reply::err(500, format!("cannot read the log of site '{site}': {e}")),
-            )
-            .await?;
-        }
-    }
-    Ok(())
 }
 
 /// Notes the process group of a site's running command, so that the next

@@ -7,8 +7,9 @@ use model::SiteName;
 use tokio::io::AsyncReadExt;
 
 use super::reply::{Body, json};
+use crate::logs::{LOG_TAIL, read_log_tail};
 use crate::rpc::{self, Reply};
-use crate::serving::{LOG_TAIL, current_specs, read_log_tail};
+use crate::serving::current_specs;
 use crate::sites::{Sites, model_view};
 
 /// `GET /v1/sites/NAME/log`: the end of the runtime log, from the site's
