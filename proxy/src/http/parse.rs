@@ -1,290 +1,11 @@
-//! HTTP/1.x message heads (RFC 9112), parsed in place.
-//!
-//! [`parse_request`] and [`parse_response`] read a head from the front of a
-//! buffer and describe it with [`Span`]s into that buffer, so the proxy can
-//! route on the request and forward the bytes unchanged, without copying.
-//! Each answers `Ok(None)` while the head is incomplete and never reads past
-//! [`Limits::max_head_len`].
-//!
-//! The parsers are strict where leniency lets two parties disagree on where
-//! a message ends (request smuggling, RFC 9112 §11.2): lines end in CRLF
-//! only, obsolete line folding and whitespace before a header's colon are
-//! refused, `Content-Length` values must agree, and `Transfer-Encoding`
-//! with `Content-Length`, or in an HTTP/1.0 message, is refused.
-//!
-//! [`HttpError::status`] gives the status the proxy answers a refused
-//! request with: 431 for heads over the limits, 505 for other versions,
-//! 501 for unknown transfer codings and 400 for the rest.
+//! The parsers: a request or response head from the front of a buffer.
 
-use crate::host::{InvalidHost, parse_authority_host};
-
-/// Bounds on what a head may cost. Both are checked before anything is
-/// allocated for the head's size.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    /// The longest head, start line to the empty line inclusive, in bytes.
-    pub max_head_len: usize,
-    /// The most header fields a head may carry.
-    pub max_headers: usize,
-}
-
-impl Default for Limits {
-    /// 16 KiB and 100 fields, near nginx's and HAProxy's defaults.
-    fn default() -> Self {
-        Limits {
-            max_head_len: 16 * 1024,
-            max_headers: 100,
-        }
-    }
-}
-
-/// Why a head was refused. The bytes were only read; the connection should
-/// be answered (for a request, with [`HttpError::status`]) and closed, since
-/// where the next message starts is unknown.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum HttpError {
-    #[error("head longer than the limit of {limit} bytes")]
-    HeadTooLarge { limit: usize },
-    #[error("more than the limit of {limit} header fields")]
-    TooManyHeaders { limit: usize },
-    #[error("malformed head at byte {at}: {reason}")]
-    Malformed { at: usize, reason: &'static str },
-    #[error("unsupported HTTP version '{0}'")]
-    UnsupportedVersion(String),
-    #[error("HTTP/1.1 request without a Host header")]
-    MissingHost,
-    #[error("more than one Host header")]
-    DuplicateHost,
-    #[error(transparent)]
-    InvalidHost(#[from] InvalidHost),
-    #[error("invalid Content-Length '{0}'")]
-    InvalidContentLength(String),
-    #[error("conflicting Content-Length values {0} and {1}")]
-    ConflictingContentLength(u64, u64),
-    #[error("both Transfer-Encoding and Content-Length (possible request smuggling)")]
-    TransferEncodingWithContentLength,
-    #[error("Transfer-Encoding in an HTTP/1.0 message")]
-    TransferEncodingInHttp10,
-    #[error("invalid Transfer-Encoding '{0}': chunked must be the last coding, once")]
-    InvalidTransferEncoding(String),
-}
-
-impl HttpError {
-    /// The status a proxy answers a refused *request* with. (A refused
-    /// response from a backend is a 502 whatever the reason.)
-    pub fn status(&self) -> u16 {
-        match self {
-            HttpError::HeadTooLarge { .. } | HttpError::TooManyHeaders { .. } => 431,
-            HttpError::UnsupportedVersion(_) => 505,
-            HttpError::InvalidTransferEncoding(_) => 501,
-            _ => 400,
-        }
-    }
-}
-
-fn malformed<T>(at: usize, reason: &'static str) -> Result<T, HttpError> {
-    Err(HttpError::Malformed { at, reason })
-}
-
-/// A byte range of the parsed buffer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Span {
-    pub start: usize,
-    pub end: usize,
-}
-
-impl Span {
-    /// The bytes of this span. `buf` must be the buffer that was parsed
-    /// (or one that starts with the same head).
-    ///
-    /// # Panics
-    /// If `buf` is shorter than the parsed head.
-    pub fn of<'a>(&self, buf: &'a [u8]) -> &'a [u8] {
-        &buf[self.start..self.end]
-    }
-
-    pub fn len(&self) -> usize {
-        self.end - self.start
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.start == self.end
-    }
-}
-
-/// One header field: its name as sent (any case) and its value with
-/// surrounding whitespace removed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Header {
-    pub name: Span,
-    pub value: Span,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Version {
-    Http10,
-    Http11,
-}
-
-/// The request method, as far as framing and routing care.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Method {
-    Get,
-    Head,
-    Post,
-    Put,
-    Delete,
-    Connect,
-    Options,
-    Trace,
-    Patch,
-    /// Any other token; the bytes are in [`RequestHead::method`].
-    Other,
-}
-
-impl Method {
-    fn from_bytes(m: &[u8]) -> Method {
-        // Methods are case-sensitive (RFC 9110 §9.1).
-        match m {
-            b"GET" => Method::Get,
-            b"HEAD" => Method::Head,
-            b"POST" => Method::Post,
-            b"PUT" => Method::Put,
-            b"DELETE" => Method::Delete,
-            b"CONNECT" => Method::Connect,
-            b"OPTIONS" => Method::Options,
-            b"TRACE" => Method::Trace,
-            b"PATCH" => Method::Patch,
-            _ => Method::Other,
-        }
-    }
-}
-
-/// The shape of the request target (RFC 9112 §3.2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TargetForm {
-    /// `/path?query`
-    Origin,
-    /// `http://host/path`: the host in the target is the routing host.
-    Absolute,
-    /// `host:port`, with `CONNECT` only.
-    Authority,
-    /// `*`, with `OPTIONS` only.
-    Asterisk,
-}
-
-/// How the body of a request is delimited.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RequestBody {
-    /// No body: neither `Content-Length` nor `Transfer-Encoding`.
-    None,
-    /// Exactly this many bytes follow the head (possibly 0).
-    ContentLength(u64),
-    /// A chunked body follows; frame it with [`crate::chunked::ChunkedDecoder`].
-    Chunked,
-}
-
-/// A parsed request head. Spans refer to the buffer given to
-/// [`parse_request`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RequestHead {
-    /// Bytes from the start of the buffer to the end of the empty line that
-    /// closes the head; the body (if any) starts here. Empty lines before the
-    /// request line (RFC 9112 §2.2) are counted.
-    pub head_len: usize,
-    pub method: Span,
-    pub method_kind: Method,
-    pub target: Span,
-    pub target_form: TargetForm,
-    pub version: Version,
-    pub headers: Vec<Header>,
-    /// The routing host, normalised (see [`crate::host`]): from an
-    /// absolute-form target if there is one, else from the `Host` header.
-    /// `None` when there is no host to route on (an HTTP/1.0 request without
-    /// `Host`, or an empty `Host` value).
-    pub host: Option<String>,
-    pub body: RequestBody,
-    /// Whether the client may send another request on this connection
-    /// after this one (HTTP/1.1 unless `Connection: close`; HTTP/1.0 only
-    /// with `Connection: keep-alive`).
-    pub keep_alive: bool,
-    /// `Expect: 100-continue`: the client may wait for a 100 before sending
-    /// the body.
-    pub expect_continue: bool,
-    /// The `Upgrade` header's value, when the request asks for an upgrade
-    /// (HTTP/1.1, `Connection: upgrade` and `Upgrade` both present).
-    pub upgrade: Option<Span>,
-}
-
-impl RequestHead {
-    /// Whether this is a WebSocket handshake (an upgrade to `websocket`).
-    pub fn is_websocket(&self, buf: &[u8]) -> bool {
-        self.upgrade.is_some_and(|u| {
-            list_elements(u.of(buf)).any(|p| {
-                let name = p.split(|&b| b == b'/').next().unwrap_or(p);
-                name.eq_ignore_ascii_case(b"websocket")
-            })
-        })
-    }
-
-    /// The value of the first header named `name` (case-insensitive).
-    pub fn header<'a>(&self, buf: &'a [u8], name: &str) -> Option<&'a [u8]> {
-        find_header(&self.headers, buf, name)
-    }
-}
-
-/// How the body of a response is delimited.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ResponseBody {
-    /// No body: a response to HEAD, a 1xx (other than 101), 204 or 304.
-    None,
-    /// Exactly this many bytes follow the head (possibly 0).
-    ContentLength(u64),
-    /// A chunked body follows; frame it with [`crate::chunked::ChunkedDecoder`].
-    Chunked,
-    /// The body runs until the backend closes the connection.
-    UntilClose,
-    /// The connection stops being HTTP after the head: a 101 Switching
-    /// Protocols, or a 2xx answer to CONNECT. Splice bytes both ways.
-    Tunnel,
-}
-
-/// A parsed response head. Spans refer to the buffer given to
-/// [`parse_response`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ResponseHead {
-    /// Bytes from the start of the buffer to the end of the head.
-    pub head_len: usize,
-    pub version: Version,
-    pub status: u16,
-    pub reason: Span,
-    pub headers: Vec<Header>,
-    pub body: ResponseBody,
-    /// Whether the backend connection can carry another request after this
-    /// response's body: false for `Connection: close`, an HTTP/1.0 response
-    /// without `keep-alive`, a body delimited by close, or a tunnel.
-    pub keep_alive: bool,
-}
-
-impl ResponseHead {
-    /// An interim response (100 Continue, 103 Early Hints, ...): forward it,
-    /// then read the final response to the same request.
-    pub fn is_interim(&self) -> bool {
-        (100..200).contains(&self.status) && self.status != 101
-    }
-
-    /// The value of the first header named `name` (case-insensitive).
-    pub fn header<'a>(&self, buf: &'a [u8], name: &str) -> Option<&'a [u8]> {
-        find_header(&self.headers, buf, name)
-    }
-}
-
-fn find_header<'a>(headers: &[Header], buf: &'a [u8], name: &str) -> Option<&'a [u8]> {
-    headers
-        .iter()
-        .find(|h| h.name.of(buf).eq_ignore_ascii_case(name.as_bytes()))
-        .map(|h| h.value.of(buf))
-}
+use super::bytes::{is_field_byte, is_ows, is_tchar, list_elements, trim_ows};
+use super::types::{
+    Header, HttpError, Limits, Method, RequestBody, RequestHead, ResponseBody, ResponseHead, Span,
+    TargetForm, Version, malformed,
+};
+use crate::host::parse_authority_host;
 
 /// Parses a request head from the front of `buf`.
 ///
@@ -427,7 +148,7 @@ pub fn parse_response(
 }
 
 /// The answer for a buffer that holds no complete head yet.
-fn check_incomplete<T>(buf: &[u8], limits: &Limits) -> Result<Option<T>, HttpError> {
+pub(super) fn check_incomplete<T>(buf: &[u8], limits: &Limits) -> Result<Option<T>, HttpError> {
     if buf.len() >= limits.max_head_len {
         Err(HttpError::HeadTooLarge {
             limit: limits.max_head_len,
@@ -439,7 +160,7 @@ fn check_incomplete<T>(buf: &[u8], limits: &Limits) -> Result<Option<T>, HttpErr
 
 /// Skips the empty lines a server should ignore before a request line
 /// (RFC 9112 §2.2). `None` if the buffer ends inside them.
-fn skip_empty_lines(buf: &[u8]) -> Result<Option<usize>, HttpError> {
+pub(super) fn skip_empty_lines(buf: &[u8]) -> Result<Option<usize>, HttpError> {
     let mut i = 0;
     loop {
         match buf.get(i..) {
@@ -454,7 +175,7 @@ fn skip_empty_lines(buf: &[u8]) -> Result<Option<usize>, HttpError> {
 }
 
 /// The lines of a complete head, each without its CRLF.
-struct Lines {
+pub(super) struct Lines {
     pos: usize,
     /// Where the closing empty line starts.
     end: usize,
@@ -483,7 +204,7 @@ impl Lines {
 /// Finds the empty line that ends the head starting at `start`, checking
 /// on the way that every LF follows a CR. Returns the head length and the
 /// head's lines, or `None` if the end is not in `buf` yet.
-fn find_head(
+pub(super) fn find_head(
     buf: &[u8],
     start: usize,
     limits: &Limits,
@@ -514,7 +235,10 @@ fn find_head(
     Ok(None)
 }
 
-fn parse_request_line(buf: &[u8], line: Span) -> Result<(Span, Span, Version), HttpError> {
+pub(super) fn parse_request_line(
+    buf: &[u8],
+    line: Span,
+) -> Result<(Span, Span, Version), HttpError> {
     let bytes = line.of(buf);
     let mut parts = bytes.splitn(3, |&b| b == b' ');
     let (Some(m), Some(t), Some(v)) = (parts.next(), parts.next(), parts.next()) else {
@@ -545,7 +269,7 @@ fn parse_request_line(buf: &[u8], line: Span) -> Result<(Span, Span, Version), H
 }
 
 /// `Err(None)` for what is not an HTTP version at all.
-fn parse_version(v: &[u8]) -> Result<Version, Option<HttpError>> {
+pub(super) fn parse_version(v: &[u8]) -> Result<Version, Option<HttpError>> {
     match v {
         b"HTTP/1.1" => Ok(Version::Http11),
         b"HTTP/1.0" => Ok(Version::Http10),
@@ -558,7 +282,7 @@ fn parse_version(v: &[u8]) -> Result<Version, Option<HttpError>> {
     }
 }
 
-fn parse_status_line(buf: &[u8], line: Span) -> Result<(Version, u16, Span), HttpError> {
+pub(super) fn parse_status_line(buf: &[u8], line: Span) -> Result<(Version, u16, Span), HttpError> {
     let bytes = line.of(buf);
     // "HTTP/1.1 200 " at least; the reason may be empty.
     let (v, rest) = bytes.split_at(bytes.len().min(8));
@@ -596,7 +320,11 @@ fn parse_status_line(buf: &[u8], line: Span) -> Result<(Version, u16, Span), Htt
     Ok((version, status, reason))
 }
 
-fn parse_headers(buf: &[u8], mut lines: Lines, limits: &Limits) -> Result<Vec<Header>, HttpError> {
+pub(super) fn parse_headers(
+    buf: &[u8],
+    mut lines: Lines,
+    limits: &Limits,
+) -> Result<Vec<Header>, HttpError> {
     let mut headers = Vec::new();
     while let Some((line, at)) = lines.next_line(buf) {
         if headers.len() >= limits.max_headers {
@@ -645,7 +373,11 @@ fn parse_headers(buf: &[u8], mut lines: Lines, limits: &Limits) -> Result<Vec<He
     Ok(headers)
 }
 
-fn classify_target(buf: &[u8], target: Span, method: Method) -> Result<TargetForm, HttpError> {
+pub(super) fn classify_target(
+    buf: &[u8],
+    target: Span,
+    method: Method,
+) -> Result<TargetForm, HttpError> {
     let t = target.of(buf);
     let form = if method == Method::Connect {
         // The tunnel's destination; routing still uses the Host header.
@@ -670,14 +402,14 @@ fn classify_target(buf: &[u8], target: Span, method: Method) -> Result<TargetFor
 }
 
 /// The length of `http://` or `https://` (any case) at the start of `t`.
-fn scheme_len(t: &[u8]) -> Option<usize> {
+pub(super) fn scheme_len(t: &[u8]) -> Option<usize> {
     [&b"http://"[..], &b"https://"[..]]
         .into_iter()
         .find(|s| t.len() >= s.len() && t[..s.len()].eq_ignore_ascii_case(s))
         .map(<[u8]>::len)
 }
 
-fn absolute_target_host(buf: &[u8], target: Span) -> Result<String, HttpError> {
+pub(super) fn absolute_target_host(buf: &[u8], target: Span) -> Result<String, HttpError> {
     let t = target.of(buf);
     let rest = &t[scheme_len(t).unwrap_or(0)..];
     let authority_len = rest
@@ -692,13 +424,13 @@ fn absolute_target_host(buf: &[u8], target: Span) -> Result<String, HttpError> {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum HostHeader {
+pub(super) enum HostHeader {
     Missing,
     One(Span),
     Many,
 }
 
-enum Framing {
+pub(super) enum Framing {
     None,
     Length(u64),
     Chunked,
@@ -708,7 +440,7 @@ enum Framing {
 
 /// What the framing, routing and connection headers say, gathered in one
 /// pass.
-struct HeaderInfo {
+pub(super) struct HeaderInfo {
     host: HostHeader,
     content_length: Option<u64>,
     /// Set when any Transfer-Encoding header is present.
@@ -721,7 +453,7 @@ struct HeaderInfo {
 }
 
 #[derive(Default)]
-struct TeState {
+pub(super) struct TeState {
     /// `chunked` was the last coding seen so far.
     chunked_last: bool,
     /// Codings seen, and how many of them were `chunked`.
@@ -827,7 +559,7 @@ impl HeaderInfo {
 }
 
 /// `1*DIGIT`, no sign, no whitespace, fitting in a `u64`.
-fn parse_content_length(v: &[u8]) -> Option<u64> {
+pub(super) fn parse_content_length(v: &[u8]) -> Option<u64> {
     if v.is_empty() {
         return None;
     }
@@ -839,64 +571,11 @@ fn parse_content_length(v: &[u8]) -> Option<u64> {
     })
 }
 
-/// The non-empty elements of a comma-separated header list, trimmed.
-fn list_elements(v: &[u8]) -> impl Iterator<Item = &[u8]> {
-    v.split(|&b| b == b',')
-        .map(trim_ows)
-        .filter(|e| !e.is_empty())
-}
-
-fn trim_ows(v: &[u8]) -> &[u8] {
-    let lead = v.iter().take_while(|&&b| is_ows(b)).count();
-    let trail = v[lead..].iter().rev().take_while(|&&b| is_ows(b)).count();
-    &v[lead..v.len() - trail]
-}
-
-fn lossy(v: &[u8]) -> String {
+pub(super) fn lossy(v: &[u8]) -> String {
     const SHOWN: usize = 64;
     let mut s = String::from_utf8_lossy(&v[..v.len().min(SHOWN)]).into_owned();
     if v.len() > SHOWN {
         s.push_str("...");
     }
     s
-}
-
-fn is_ows(b: u8) -> bool {
-    b == b' ' || b == b'\t'
-}
-
-/// `tchar` of RFC 9110 §5.6.2.
-/// The reason phrase of a status code the proxy sends itself.
-pub(crate) fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        206 => "Partial Content",
-        301 => "Moved Permanently",
-        304 => "Not Modified",
-        400 => "Bad Request",
-        403 => "Forbidden",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        408 => "Request Timeout",
-        416 => "Range Not Satisfiable",
-        421 => "Misdirected Request",
-        431 => "Request Header Fields Too Large",
-        500 => "Internal Server Error",
-        501 => "Not Implemented",
-        502 => "Bad Gateway",
-        503 => "Service Unavailable",
-        504 => "Gateway Timeout",
-        505 => "HTTP Version Not Supported",
-        _ => "",
-    }
-}
-
-pub(crate) fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-}
-
-/// A byte allowed in a field value or reason phrase: visible ASCII, space,
-/// tab and obs-text (RFC 9110 §5.5). No CR, LF, NUL or other controls.
-pub(crate) fn is_field_byte(b: u8) -> bool {
-    b == b'\t' || (b' '..=b'~').contains(&b) || b >= 0x80
 }
