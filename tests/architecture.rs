@@ -71,8 +71,8 @@ fn nothing_depends_on_the_simulator_and_libraries_keep_their_lane() {
 // names through `crate::…` or `super::…` (in `use` trees, paths and doc
 // links alike, comments aside) and to each child it declares with `mod`.
 // The crate root (lib.rs, main.rs) only registers modules and re-exports
-// them, so it takes no part; nor do unit tests kept in a file of their own
-// (`tests.rs`, which names its parent with `use super::*`). A cycle means two files each need the other:
+// them, so it takes no part; nor do unit tests (a file's `mod tests` at
+// its end, or a `tests.rs` of their own), which name their parent. A cycle means two files each need the other:
 // neither can be understood, tested or replaced alone.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -167,6 +167,11 @@ fn use_tree(s: &str, prefix: &[String], out: &mut Vec<Vec<String>>) -> usize {
 
 /// The module paths `file` (module `me`) names, relative to the crate root.
 fn named_paths(src: &str, me: &[String]) -> Vec<Vec<String>> {
+    // A file's own unit tests (`#[cfg(test)] mod tests { … }` at its end)
+    // take no part either.
+    let src = src
+        .find("#[cfg(test)]\nmod tests {")
+        .map_or(src, |i| &src[..i]);
     let text = strip_comments(src);
     let mut out = Vec::new();
     // A file's `super` is its parent module; for x/mod.rs (module x) too.

@@ -38,7 +38,7 @@ mod types;
 mod view;
 
 #[cfg(test)]
-mod tests;
+mod testing;
 
 pub use state::Node;
 pub use types::{

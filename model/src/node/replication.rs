@@ -102,3 +102,128 @@ impl Node {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::node::testing::*;
+    use crate::node::*;
+
+    use crate::election::{Epoch, Role};
+
+    use crate::site::{self, SiteKey};
+
+    #[test]
+    fn a_placed_node_pulls_a_full_copy_then_follows() {
+        let mut b = started("b", vec![]);
+        b.handle(Time(1), Event::View(master_view(true)));
+        assert_eq!(
+            drain(&mut b),
+            vec![Action::Pull {
+                site: s("blog"),
+                from: n("a")
+            }]
+        );
+        b.handle(
+            Time(2),
+            Event::Done(s("blog"), Outcome::Pulled(Ok(vec![head(1), head(5)]))),
+        );
+        assert_eq!(
+            b.published().get("site:blog").map(String::as_str),
+            Some(site::encode_copy(&copy_key(Role::Replica, 1, 5)).as_str())
+        );
+        assert!(!b.published().contains_key("spec:blog"));
+        assert!(drain(&mut b).contains(&Action::Persist {
+            site: s("blog"),
+            role: Role::Replica,
+            epoch: Epoch(1)
+        }));
+        // A failed pull is retried with backoff, not at once.
+        let mut v = master_view(true);
+        v.members.get_mut(&n("a")).expect("a").keys[0] =
+            SiteKey::Copy(s("blog"), copy_key(Role::Master, 1, 6));
+        b.handle(Time(3), Event::View(v));
+        let acts = drain(&mut b);
+        assert_eq!(acts.len(), 1, "{acts:?}");
+        b.handle(
+            Time(4),
+            Event::Done(
+                s("blog"),
+                Outcome::Pulled(Err(PullError::Failed("x".into()))),
+            ),
+        );
+        assert!(drain(&mut b).is_empty());
+        let retry = b.poll_timeout().expect("a retry is scheduled");
+        assert!(retry > Time(4));
+        b.handle(retry, Event::Tick);
+        assert_eq!(
+            drain(&mut b),
+            vec![Action::Pull {
+                site: s("blog"),
+                from: n("a")
+            }]
+        );
+    }
+
+    #[test]
+    fn a_stale_master_steps_down_and_a_diverged_replica_is_stashed() {
+        let mut a = started(
+            "a",
+            vec![blog_copy(Role::Master, 1, vec![head(5), head(6)], 3)],
+        );
+        let mut v = master_view(true);
+        v.members.get_mut(&n("a")).expect("a").keys.clear();
+        v.members.get_mut(&n("b")).expect("b").keys = vec![
+            SiteKey::Copy(s("blog"), copy_key(Role::Master, 2, 5)),
+            SiteKey::Spec(s("blog"), spec("blog", 3)),
+        ];
+        a.handle(Time(1), Event::View(v));
+        let acts = drain(&mut a);
+        assert!(demotes(&acts, "blog"), "{acts:?}");
+        a.handle(Time(2), Event::Done(s("blog"), Outcome::Switched(Ok(()))));
+        assert_eq!(
+            drain(&mut a),
+            vec![Action::Pull {
+                site: s("blog"),
+                from: n("b")
+            }]
+        );
+        a.handle(
+            Time(3),
+            Event::Done(s("blog"), Outcome::Pulled(Err(PullError::Diverged))),
+        );
+        let acts = drain(&mut a);
+        assert!(acts.contains(&Action::Stash {
+            site: s("blog"),
+            from: n("b")
+        }));
+        a.handle(
+            Time(4),
+            Event::Done(s("blog"), Outcome::Stashed(Ok(vec![head(5)]))),
+        );
+        assert_eq!(
+            a.copy(&s("blog")),
+            Some((Role::Replica, Epoch(2), Some(head(5))))
+        );
+    }
+
+    #[test]
+    fn a_tombstone_destroys_copies_and_spreads() {
+        let mut b = started("b", vec![blog_copy(Role::Replica, 1, vec![head(5)], 3)]);
+        let mut v = master_view(true);
+        v.members
+            .get_mut(&n("c"))
+            .expect("c")
+            .keys
+            .push(SiteKey::Deleted(s("blog"), 7));
+        b.handle(Time(1), Event::View(v));
+        let acts = drain(&mut b);
+        assert!(acts.contains(&Action::Destroy { site: s("blog") }));
+        assert_eq!(
+            b.published().get("deleted:blog").map(String::as_str),
+            Some("7")
+        );
+        b.handle(Time(2), Event::Done(s("blog"), Outcome::Destroyed(Ok(()))));
+        assert!(b.copy(&s("blog")).is_none());
+        assert!(!b.published().contains_key("site:blog"));
+    }
+}

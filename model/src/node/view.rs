@@ -311,3 +311,46 @@ impl Node {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::node::testing::*;
+    use crate::node::*;
+
+    use crate::election::{Epoch, Role};
+    use crate::ids::Zone;
+
+    use crate::site::{self, SiteKey};
+
+    #[test]
+    fn view_of_parses_site_keys_and_skips_the_rest() {
+        let copy = site::encode_copy(&copy_key(Role::Master, 2, 5));
+        let spec_json = site::encode_spec(&spec("blog", 3));
+        let a_keys = [
+            ("site:blog", copy.as_str()),
+            ("spec:blog", spec_json.as_str()),
+            ("node:zone", "z1"),
+            ("site:bad", "{garbage"),
+        ];
+        let zone: Zone = "z1".parse().expect("zone");
+        let v = view_of([
+            (n("a"), true, false, Some(zone.clone()), a_keys.to_vec()),
+            (n("b"), false, true, None, vec![("deleted:old", "9")]),
+        ]);
+        assert_eq!(v.members.len(), 2);
+        let a = &v.members[&n("a")];
+        assert!(a.alive && !a.left);
+        assert_eq!(a.zone, Some(zone));
+        assert_eq!(
+            a.keys,
+            vec![
+                SiteKey::Copy(s("blog"), copy_key(Role::Master, 2, 5)),
+                SiteKey::Spec(s("blog"), spec("blog", 3)),
+            ]
+        );
+        let b = &v.members[&n("b")];
+        assert!(!b.alive && b.left);
+        assert_eq!(b.keys, vec![SiteKey::Deleted(s("old"), 9)]);
+        assert_eq!(serving_master(&v, &s("blog")), Some((n("a"), Epoch(2))));
+    }
+}
