@@ -469,3 +469,34 @@ fn no_function_of_the_model_is_longer_than_80_lines() {
         [("a".to_owned(), 3), ("b".to_owned(), 4)]
     );
 }
+
+#[test]
+fn no_file_holds_more_than_800_lines_of_non_test_code() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut big = Vec::new();
+    for dir in [
+        "src",
+        "proxy/src",
+        "model/src",
+        "sim/src",
+        "gossip/src",
+        "storage/src",
+    ] {
+        let mut files = Vec::new();
+        rust_files(&root.join(dir), &[], &mut files);
+        for f in files {
+            let src = std::fs::read_to_string(&f).expect("readable");
+            let lines = src
+                .lines()
+                .take_while(|l| !l.starts_with("#[cfg(test)]"))
+                .count();
+            if lines > 800 {
+                big.push(format!("{}: {lines} lines", f.display()));
+            }
+        }
+    }
+    assert!(
+        big.is_empty(),
+        "files over 800 lines of non-test code: {big:#?}"
+    );
+}
