@@ -62,16 +62,7 @@ pub(crate) fn check_rel_path(site: &SiteName, path: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::snapshot_name;
-
-    fn snap(n: u64, guid: u64) -> Snapshot {
-        Snapshot {
-            name: snapshot_name(n),
-            guid: Guid(guid),
-            createtxg: n,
-            created: 1_700_000_000 + n,
-        }
-    }
+    use crate::types::test_snapshot as snap;
 
     fn site() -> SiteName {
         "blog".parse().expect("valid literal")

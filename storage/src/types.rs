@@ -131,18 +131,22 @@ pub struct StreamHeader {
     pub to: Guid,
 }
 
+/// Snapshot `ringhost-<n>` with guid `guid`, for the unit tests.
+#[cfg(test)]
+pub(crate) fn test_snapshot(n: u64, guid: u64) -> Snapshot {
+    Snapshot {
+        name: snapshot_name(n),
+        guid: Guid(guid),
+        createtxg: n,
+        created: 1_700_000_000 + n,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn snap(n: u64, guid: u64) -> Snapshot {
-        Snapshot {
-            name: snapshot_name(n),
-            guid: Guid(guid),
-            createtxg: n,
-            created: 1_700_000_000 + n,
-        }
-    }
+    use super::test_snapshot as snap;
 
     #[test]
     fn newest_common_matches_by_guid_not_name() {
